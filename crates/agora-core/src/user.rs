@@ -1,6 +1,6 @@
 //! People who sign in to agora.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::UnixTime;
 use crate::scope::Scopes;
@@ -21,7 +21,7 @@ pub struct User {
 }
 
 /// The OpenID Connect standard claims a user's tokens and userinfo carry, filtered by scope.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProfileClaims {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,

@@ -1,1 +1,160 @@
+//! agora's OpenID Connect / OAuth 2.1 authorization server, mounted under `{base}/oauth`.
+//!
+//! Layout: `authorize` (browser flow: sign-in, consent, codes), `token` (the token endpoint and its
+//! grants), `endpoints` (discovery, JWKS, userinfo, revocation, introspection), `logout`,
+//! `registration` (RFC 7591 and Client ID Metadata Documents). Every handler reports failures as
+//! [`error::OAuthError`], turned into wire bodies in one place.
 
+mod authorize;
+mod client_auth;
+mod endpoints;
+pub mod error;
+mod extract;
+mod fetch;
+pub mod keys;
+mod logout;
+pub mod mail;
+mod pages;
+pub mod password;
+mod registration;
+mod token;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use agora_core::client::Client;
+use agora_store::Store;
+use axum::Router;
+use axum::routing::{get, post};
+use url::Url;
+
+pub use keys::{KeyRing, SigningAlg};
+pub use mail::Mailer;
+pub use tokens::AccessClaims;
+
+use crate::error::{OAuthError, OAuthResult};
+
+/// Settings of the authorization server.
+#[derive(Clone, Debug)]
+pub struct OAuthConfig {
+    /// `{base}`: agora's public URL, without a trailing slash.
+    pub public_url: Url,
+    pub access_token_ttl: i64,
+    pub id_token_ttl: i64,
+    pub refresh_token_ttl: i64,
+    pub code_ttl: i64,
+    pub session_ttl: i64,
+    /// `aud` of every access token (the wire contract's default is `["civic"]`).
+    pub audiences: Vec<String>,
+    pub signing_alg: SigningAlg,
+    /// Lets agora fetch client metadata documents from loopback hosts over plain HTTP (tests, local dev).
+    pub allow_loopback_fetch: bool,
+    /// Whether anyone may register a client at `/oauth/reg`.
+    pub open_registration: bool,
+}
+
+impl OAuthConfig {
+    pub fn new(public_url: Url) -> Self {
+        Self {
+            public_url,
+            access_token_ttl: 3600,
+            id_token_ttl: 3600,
+            refresh_token_ttl: 30 * 86400,
+            code_ttl: 120,
+            session_ttl: 7 * 86400,
+            audiences: vec!["civic".to_owned()],
+            signing_alg: SigningAlg::Rs256,
+            allow_loopback_fetch: false,
+            open_registration: true,
+        }
+    }
+
+    /// `{base}/oauth/`, with the trailing slash the wire contract requires.
+    pub fn issuer(&self) -> String {
+        format!("{}/oauth/", self.base())
+    }
+
+    pub fn base(&self) -> &str {
+        self.public_url.as_str().trim_end_matches('/')
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}/oauth/{path}", self.base())
+    }
+
+    fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// Longest time a token signed by some key can stay valid: how long a retired key stays published.
+    pub fn longest_token_ttl(&self) -> i64 {
+        self.access_token_ttl.max(self.id_token_ttl)
+    }
+}
+
+/// The authorization server's shared state.
+pub struct AuthServer {
+    pub store: Store,
+    pub keys: KeyRing,
+    pub config: OAuthConfig,
+    mailer: Mailer,
+    csrf_key: aws_lc_rs::hmac::Key,
+    fetcher: fetch::Fetcher,
+}
+
+const CSRF_KEY_SETTING: &str = "csrf_key";
+
+impl AuthServer {
+    pub async fn new(store: Store, config: OAuthConfig, mailer: Mailer) -> OAuthResult<Arc<Self>> {
+        let csrf_key = load_or_create_csrf_key(&store).await?;
+        let fetcher = fetch::Fetcher::new(config.allow_loopback_fetch).map_err(OAuthError::internal)?;
+        Ok(Arc::new(Self { keys: KeyRing::new(store.clone()), store, config, mailer, csrf_key, fetcher }))
+    }
+
+    /// Finds a client by id; an `https://` id is a Client ID Metadata Document URL, fetched when needed.
+    async fn client(&self, client_id: &str) -> OAuthResult<Option<Client>> {
+        if registration::is_metadata_document_url(client_id) {
+            return registration::metadata_document_client(self, client_id).await;
+        }
+        Ok(self.store.client_by_id(client_id).await?.filter(|c| !c.revoked))
+    }
+}
+
+/// The CSRF HMAC key, shared by every replica through the database (sealed under the master key).
+async fn load_or_create_csrf_key(store: &Store) -> OAuthResult<aws_lc_rs::hmac::Key> {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let fresh = store.secrets().seal(CSRF_KEY_SETTING, &agora_store::secret::random_bytes::<32>());
+    store.insert_setting_if_absent(CSRF_KEY_SETTING, &engine.encode(fresh)).await?;
+    let sealed = store.setting(CSRF_KEY_SETTING).await?.ok_or_else(|| OAuthError::internal("csrf key vanished"))?;
+    let sealed = engine.decode(sealed).map_err(OAuthError::internal)?;
+    let raw = store.secrets().open(CSRF_KEY_SETTING, &sealed).map_err(OAuthError::internal)?;
+    Ok(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &raw))
+}
+
+/// Routes of the authorization server: `/oauth/...` plus the RFC 8414 / OIDC well-known aliases.
+pub fn router(server: Arc<AuthServer>) -> Router {
+    Router::new()
+        .route("/oauth/.well-known/openid-configuration", get(endpoints::discovery))
+        .route("/.well-known/oauth-authorization-server/oauth", get(endpoints::discovery))
+        .route("/.well-known/openid-configuration/oauth", get(endpoints::discovery))
+        .route("/oauth/jwks", get(endpoints::jwks))
+        .route("/oauth/auth", get(authorize::start_get).post(authorize::start_post))
+        .route("/oauth/login", post(authorize::password_login))
+        .route("/oauth/login/code", post(authorize::send_login_code))
+        .route("/oauth/login/code/verify", post(authorize::verify_login_code))
+        .route("/oauth/consent", post(authorize::consent))
+        .route("/oauth/token", post(token::token))
+        .route("/oauth/userinfo", get(endpoints::userinfo).post(endpoints::userinfo))
+        .route("/oauth/token/revocation", post(endpoints::revoke))
+        .route("/oauth/token/introspection", post(endpoints::introspect))
+        .route("/oauth/session/end", get(logout::end_session_get).post(logout::end_session_post))
+        .route("/oauth/session/end/confirm", post(logout::confirm))
+        .route("/oauth/reg", post(registration::register))
+        .with_state(server)
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

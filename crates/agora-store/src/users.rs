@@ -96,6 +96,15 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    pub async fn mark_email_verified(&self, user_id: &str, now: UnixTime) -> Result<()> {
+        sqlx::query("UPDATE users SET email_verified = 1, updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(user_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Disables a user and revokes everything they hold: browser sessions and token grants.
     pub async fn disable_user(&self, user_id: &str, now: UnixTime) -> Result<bool> {
         let mut tx = self.pool().begin().await?;

@@ -1,0 +1,233 @@
+//! The tokens agora issues: JWT access and ID tokens (claims per the wire contract), opaque refresh
+//! tokens, and their verification.
+
+use agora_core::client::Client;
+use agora_core::scope::Scopes;
+use agora_core::user::{ProfileClaims, User};
+use aws_lc_rs::digest;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Validation;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{OAuthError, OAuthResult};
+use crate::keys::{SigningAlg, VerifyError};
+use crate::{AuthServer, now};
+
+/// JWT `typ` of access tokens (RFC 9068), so an ID token can never pass as one.
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+pub const REFRESH_TOKEN_PREFIX: &str = "agora_rt_";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Vec<String>,
+    pub client_id: String,
+    pub scope: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    /// The grant (sign-in of this user to this client) the token descends from; revoking it revokes the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct IdClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub auth_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(flatten)]
+    pub profile: ProfileClaims,
+}
+
+/// The successful token response (RFC 6749 §5.1).
+#[derive(Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+/// What an issuance is for.
+pub struct Issue<'a> {
+    pub client: &'a Client,
+    /// The user, or `None` for a client acting on its own behalf (client_credentials).
+    pub user: Option<&'a User>,
+    pub grant_id: Option<&'a str>,
+    pub scope: &'a Scopes,
+    pub nonce: Option<&'a str>,
+    pub auth_time: i64,
+    pub resource: Option<&'a str>,
+}
+
+/// `at_hash` (OIDC Core §3.1.3.6): left half of the access token's hash, with the hash of the ID token's algorithm.
+pub fn at_hash(access_token: &str, alg: SigningAlg) -> String {
+    let algorithm = match alg {
+        SigningAlg::Rs256 | SigningAlg::Es256 => &digest::SHA256,
+        SigningAlg::EdDsa => &digest::SHA512,
+    };
+    let hash = digest::digest(algorithm, access_token.as_bytes());
+    let bytes = hash.as_ref();
+    URL_SAFE_NO_PAD.encode(&bytes[..bytes.len() / 2])
+}
+
+/// PKCE S256 (RFC 7636 §4.6): `BASE64URL(SHA256(verifier)) == challenge`.
+pub fn pkce_s256_matches(verifier: &str, challenge: &str) -> bool {
+    let computed = URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, verifier.as_bytes()));
+    aws_lc_rs::constant_time::verify_slices_are_equal(computed.as_bytes(), challenge.as_bytes()).is_ok()
+}
+
+/// A code verifier or challenge: 43–128 characters of `[A-Za-z0-9-._~]` (RFC 7636 §4.1).
+pub fn is_pkce_value(value: &str) -> bool {
+    (43..=128).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+impl AuthServer {
+    pub(crate) async fn issue_tokens(&self, issue: Issue<'_>, refresh_token: Option<String>) -> OAuthResult<TokenResponse> {
+        let now = now();
+        let config = &self.config;
+        let mut aud = config.audiences.clone();
+        if let Some(resource) = issue.resource.filter(|r| !aud.iter().any(|a| a == r)) {
+            aud.push(resource.to_owned());
+        }
+        let claims = AccessClaims {
+            iss: config.issuer(),
+            sub: issue.user.map_or_else(|| issue.client.id.clone(), |u| u.id.clone()),
+            aud,
+            client_id: issue.client.id.clone(),
+            scope: issue.scope.to_string(),
+            iat: now,
+            exp: now + config.access_token_ttl,
+            jti: uuid::Uuid::new_v4().to_string(),
+            sid: issue.grant_id.map(str::to_owned),
+        };
+        let key = self.keys.active().await.map_err(OAuthError::internal)?;
+        let access_token = key.sign(&claims, ACCESS_TOKEN_TYP).map_err(OAuthError::internal)?;
+        let id_token = match issue.user {
+            Some(user) if issue.scope.contains("openid") => {
+                let id_claims = IdClaims {
+                    iss: config.issuer(),
+                    sub: user.id.clone(),
+                    aud: issue.client.id.clone(),
+                    iat: now,
+                    exp: now + config.id_token_ttl,
+                    auth_time: issue.auth_time,
+                    nonce: issue.nonce.map(str::to_owned),
+                    at_hash: Some(at_hash(&access_token, key.alg())),
+                    sid: issue.grant_id.map(str::to_owned),
+                    profile: user.claims_for(issue.scope),
+                };
+                Some(key.sign(&id_claims, "JWT").map_err(OAuthError::internal)?)
+            }
+            _ => None,
+        };
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: config.access_token_ttl,
+            scope: issue.scope.to_string(),
+            refresh_token,
+            id_token,
+        })
+    }
+
+    /// Mints and records a refresh token for `grant_id`.
+    pub(crate) async fn new_refresh_token(&self, grant_id: &str, scope: &Scopes) -> OAuthResult<String> {
+        let token = agora_store::secret::random_token(REFRESH_TOKEN_PREFIX);
+        let now = now();
+        self.store
+            .insert_refresh_token(
+                &agora_store::secret::token_digest(&token),
+                grant_id,
+                &scope.to_string(),
+                now,
+                now + self.config.refresh_token_ttl,
+            )
+            .await?;
+        Ok(token)
+    }
+
+    /// Verifies an access token agora issued: signature, `typ`, `iss`, `aud`, expiry, and that neither
+    /// it, its grant, nor its client has been revoked.
+    pub async fn verify_access_token(&self, token: &str) -> Result<AccessClaims, String> {
+        let mut validation = Validation::default();
+        validation.set_issuer(&[self.config.issuer()]);
+        validation.set_audience(&self.config.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        let (claims, typ) = self.keys.verify::<AccessClaims>(token, validation).await.map_err(|e| match e {
+            VerifyError::Keys(e) => {
+                tracing::error!(error = %e, "signing keys unavailable");
+                "token cannot be checked now".to_owned()
+            }
+            other => other.to_string(),
+        })?;
+        if typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
+            return Err("not an access token".into());
+        }
+        let revoked = async {
+            if self.store.access_token_revoked(&claims.jti).await? {
+                return Ok::<_, agora_store::StoreError>(true);
+            }
+            if let Some(sid) = &claims.sid {
+                if self.store.grant(sid).await?.is_none_or(|g| g.revoked) {
+                    return Ok(true);
+                }
+            }
+            Ok(self.store.client_by_id(&claims.client_id).await?.is_none_or(|c| c.revoked))
+        };
+        match revoked.await {
+            Ok(false) => Ok(claims),
+            Ok(true) => Err("token has been revoked".into()),
+            Err(e) => {
+                tracing::error!(error = %e, "revocation check failed");
+                Err("token cannot be checked now".into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_rfc7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        assert!(pkce_s256_matches(verifier, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(!pkce_s256_matches(verifier, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"));
+        assert!(!pkce_s256_matches("plain", verifier));
+    }
+
+    #[test]
+    fn pkce_value_shape() {
+        assert!(is_pkce_value(&"a".repeat(43)));
+        assert!(!is_pkce_value(&"a".repeat(42)));
+        assert!(!is_pkce_value(&"a".repeat(129)));
+        assert!(!is_pkce_value(&format!("{}+", "a".repeat(43))));
+    }
+
+    #[test]
+    fn at_hash_is_left_half() {
+        // OIDC Core example shape: 16 bytes of SHA-256 → 22 base64url characters.
+        assert_eq!(at_hash("token", SigningAlg::Rs256).len(), 22);
+        assert_eq!(at_hash("token", SigningAlg::EdDsa).len(), 43);
+    }
+}

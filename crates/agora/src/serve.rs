@@ -1,0 +1,136 @@
+//! `agora serve`: first-start setup, the HTTP listener, background upkeep, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agora_oauth::{AuthServer, Mailer};
+use agora_store::NewUser;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use axum::response::Html;
+use axum::routing::get;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::{AppError, oauth_config, open_store};
+
+/// Request bodies larger than this are refused with 413 before any handler reads them.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+const INITIAL_ADMIN_EMAIL: &str = "admin@localhost";
+const INITIAL_ADMIN_SETTING: &str = "initial_admin_user_id";
+
+pub async fn run(config: Config) -> Result<(), AppError> {
+    let store = open_store(&config).await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| AppError::Io { context: format!("cannot listen on {}", config.listen), source })?;
+    let bound = listener.local_addr().map_err(|source| AppError::Io { context: "cannot read bound address".into(), source })?;
+    let public_url = match &config.public_url {
+        Some(url) => url.clone(),
+        None => url::Url::parse(&format!("http://{bound}")).expect("a socket address makes a URL"),
+    };
+    let oauth = oauth_config(&config, public_url.clone());
+    let mailer = Mailer::DevMailbox(config.data_dir.join("mailbox.jsonl"));
+    let server = AuthServer::new(store.clone(), oauth, mailer).await.map_err(|e| AppError::Usage(e.description))?;
+    if server.keys.ensure_keys(config.signing_alg, agora_oauth::now()).await? {
+        tracing::info!(alg = config.signing_alg.as_str(), "created signing keys");
+    }
+    bootstrap_admin(&store).await?;
+
+    let app = Router::new()
+        .route("/", get(home))
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(agora_oauth::router(server.clone()))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        // Spans name the path only: query strings can carry tokens (id_token_hint) and personal data.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+        }));
+
+    let upkeep = tokio::spawn(upkeep(server.clone()));
+    println!("agora listening on {}", public_url.as_str().trim_end_matches('/'));
+    println!("  issuer: {}", server.config.issuer());
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| AppError::Io { context: "server failed".into(), source })?;
+    upkeep.abort();
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn home() -> Html<&'static str> {
+    Html(
+        "<!doctype html><title>agora</title><h1>agora</h1><p>Identity-aware MCP hub.</p>\
+         <ul><li><a href=\"/oauth/.well-known/openid-configuration\">OpenID configuration</a></li>\
+         <li><a href=\"/oauth/jwks\">JWKS</a></li></ul>",
+    )
+}
+
+/// On an empty database, creates `admin@localhost` with a random password shown once on stdout.
+async fn bootstrap_admin(store: &agora_store::Store) -> Result<(), AppError> {
+    if store.setting(INITIAL_ADMIN_SETTING).await?.is_some() || !store.list_users().await?.is_empty() {
+        return Ok(());
+    }
+    let password = agora_store::secret::random_token("");
+    let password = &password[..20];
+    let hash = agora_oauth::password::hash(password).map_err(|e| AppError::Usage(e.to_string()))?;
+    let user = match store
+        .create_user(
+            NewUser { email: INITIAL_ADMIN_EMAIL.into(), email_verified: true, name: Some("Administrator".into()), password_hash: Some(hash) },
+            agora_oauth::now(),
+        )
+        .await
+    {
+        Ok(user) => user,
+        // Another replica bootstrapped at the same moment.
+        Err(agora_store::StoreError::Conflict(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    store.insert_setting_if_absent(INITIAL_ADMIN_SETTING, &user.id).await?;
+    println!("first start: created the administrator account");
+    println!("  email:    {INITIAL_ADMIN_EMAIL}");
+    println!("  password: {password}   (shown once; change it with `agora admin user set-password`)");
+    Ok(())
+}
+
+/// Purges expired rows every few minutes; any replica may do it at any time.
+async fn upkeep(server: std::sync::Arc<AuthServer>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tick.tick().await;
+        let now = agora_oauth::now();
+        if let Err(e) = server.store.purge_expired(now).await {
+            tracing::warn!(error = %e, "purge of expired rows failed");
+        }
+        if let Err(e) = server.store.purge_retired_keys(now - server.config.longest_token_ttl()).await {
+            tracing::warn!(error = %e, "purge of retired keys failed");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
