@@ -50,6 +50,7 @@ struct FileConfig {
     signing_alg: Option<String>,
     access_token_ttl: Option<i64>,
     refresh_token_ttl: Option<i64>,
+    code_ttl: Option<i64>,
     session_ttl: Option<i64>,
     audiences: Option<Vec<String>>,
     open_registration: Option<bool>,
@@ -69,6 +70,8 @@ pub struct Config {
     pub signing_alg: agora_oauth::SigningAlg,
     pub access_token_ttl: i64,
     pub refresh_token_ttl: i64,
+    /// Lifetime of authorization codes (1–600 s; short, as codes are single-use bearer values).
+    pub code_ttl: i64,
     pub session_ttl: i64,
     pub audiences: Vec<String>,
     pub open_registration: bool,
@@ -131,6 +134,10 @@ impl Config {
         Ok(Self {
             access_token_ttl: ttl("access_token_ttl", env_parse("AGORA_ACCESS_TOKEN_TTL")?.or(file.access_token_ttl), 3600)?,
             refresh_token_ttl: ttl("refresh_token_ttl", env_parse("AGORA_REFRESH_TOKEN_TTL")?.or(file.refresh_token_ttl), 30 * 86400)?,
+            code_ttl: match env_parse("AGORA_CODE_TTL")?.or(file.code_ttl).unwrap_or(120) {
+                v if (1..=600).contains(&v) => v,
+                v => return Err(ConfigError::Invalid { key: "code_ttl", detail: format!("{v} is outside 1..=600 seconds") }),
+            },
             session_ttl: ttl("session_ttl", env_parse("AGORA_SESSION_TTL")?.or(file.session_ttl), 7 * 86400)?,
             audiences: file.audiences.unwrap_or_else(|| vec!["civic".to_owned()]),
             open_registration: env_parse("AGORA_OPEN_REGISTRATION")?.or(file.open_registration).unwrap_or(true),

@@ -102,6 +102,7 @@ pub fn oauth_config(config: &Config, public_url: url::Url) -> agora_oauth::OAuth
     let mut oauth = agora_oauth::OAuthConfig::new(public_url);
     oauth.access_token_ttl = config.access_token_ttl;
     oauth.refresh_token_ttl = config.refresh_token_ttl;
+    oauth.code_ttl = config.code_ttl;
     oauth.session_ttl = config.session_ttl;
     oauth.audiences = config.audiences.clone();
     oauth.signing_alg = config.signing_alg;
