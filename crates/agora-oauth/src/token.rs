@@ -126,10 +126,22 @@ async fn authorization_code(server: &AuthServer, client: &Client, form: &TokenFo
 async fn refresh(server: &AuthServer, client: &Client, form: &TokenForm) -> OAuthResult<TokenResponse> {
     let presented = required(&form.refresh_token, "refresh_token")?;
     let digest = token_digest(presented);
-    // Check ownership before spending, so another client cannot burn (and so revoke) someone's token.
-    if let Some((grant, _, _)) = server.store.refresh_token(&digest).await? {
+    let requested = form
+        .scope
+        .as_deref()
+        .map(Scopes::parse)
+        .transpose()
+        .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?;
+    // Check ownership and scope before spending, so neither another client nor a bad request can
+    // burn (and so revoke) someone's token.
+    if let Some((grant, stored_scope, _)) = server.store.refresh_token(&digest).await? {
         if grant.client_id != client.id {
             return Err(OAuthError::invalid_grant("the refresh token was issued to another client"));
+        }
+        if let Some(requested) = &requested {
+            Scopes::from_stored(&stored_scope)
+                .narrow(requested)
+                .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?;
         }
     }
     let now = now();
@@ -151,11 +163,8 @@ async fn refresh(server: &AuthServer, client: &Client, form: &TokenForm) -> OAut
         return Err(OAuthError::invalid_grant("the grant has been revoked"));
     }
     let granted = Scopes::from_stored(&stored_scope);
-    let scope = match form.scope.as_deref() {
-        Some(requested) => {
-            let requested = Scopes::parse(requested).map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?;
-            granted.narrow(&requested).map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?
-        }
+    let scope = match &requested {
+        Some(requested) => granted.narrow(requested).map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?,
         None => granted.clone(),
     };
     let user = server
