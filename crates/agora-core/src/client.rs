@@ -57,14 +57,9 @@ impl GrantType {
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [
-            GrantType::AuthorizationCode,
-            GrantType::RefreshToken,
-            GrantType::ClientCredentials,
-            GrantType::TokenExchange,
-        ]
-        .into_iter()
-        .find(|g| g.as_str() == raw)
+        [GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials, GrantType::TokenExchange]
+            .into_iter()
+            .find(|g| g.as_str() == raw)
     }
 }
 

@@ -53,14 +53,22 @@ pub struct AuthorizeParams {
 
 type Server = State<Arc<AuthServer>>;
 
-pub async fn start_get(State(server): Server, headers: HeaderMap, params: Result<Query<AuthorizeParams>, axum::extract::rejection::QueryRejection>) -> Response {
+pub async fn start_get(
+    State(server): Server,
+    headers: HeaderMap,
+    params: Result<Query<AuthorizeParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     match params {
         Ok(Query(params)) => start(&server, &headers, params).await,
         Err(e) => pages::error(StatusCode::BAD_REQUEST, &format!("Malformed authorization request: {}", e.body_text())),
     }
 }
 
-pub async fn start_post(State(server): Server, headers: HeaderMap, params: Result<OAuthForm<AuthorizeParams>, crate::error::OAuthError>) -> Response {
+pub async fn start_post(
+    State(server): Server,
+    headers: HeaderMap,
+    params: Result<OAuthForm<AuthorizeParams>, crate::error::OAuthError>,
+) -> Response {
     match params {
         Ok(OAuthForm(params)) => start(&server, &headers, params).await,
         Err(e) => pages::error(e.status, &format!("Malformed authorization request: {}", e.description)),
@@ -194,13 +202,27 @@ async fn start(server: &AuthServer, headers: &HeaderMap, params: AuthorizeParams
     match params.response_type.as_deref() {
         Some("code") => {}
         None => return server.redirect_error(&to, ErrorCode::InvalidRequest, "response_type is required"),
-        Some(_) => return server.redirect_error(&to, ErrorCode::UnsupportedResponseType, "only response_type=code is supported"),
+        Some(_) => {
+            return server.redirect_error(
+                &to,
+                ErrorCode::UnsupportedResponseType,
+                "only response_type=code is supported",
+            );
+        }
     }
     if !client.allows_grant(GrantType::AuthorizationCode) {
-        return server.redirect_error(&to, ErrorCode::UnauthorizedClient, "this client may not use the authorization code flow");
+        return server.redirect_error(
+            &to,
+            ErrorCode::UnauthorizedClient,
+            "this client may not use the authorization code flow",
+        );
     }
     let Some(challenge) = params.code_challenge.as_deref() else {
-        return server.redirect_error(&to, ErrorCode::InvalidRequest, "PKCE is required: send code_challenge with code_challenge_method=S256");
+        return server.redirect_error(
+            &to,
+            ErrorCode::InvalidRequest,
+            "PKCE is required: send code_challenge with code_challenge_method=S256",
+        );
     };
     if params.code_challenge_method.as_deref() != Some("S256") {
         return server.redirect_error(&to, ErrorCode::InvalidRequest, "code_challenge_method must be S256");
@@ -215,13 +237,19 @@ async fn start(server: &AuthServer, headers: &HeaderMap, params: AuthorizeParams
     };
     if let Some(resource) = params.resource.as_deref() {
         if Url::parse(resource).map_or(true, |u| u.fragment().is_some()) {
-            return server.redirect_error(&to, ErrorCode::InvalidTarget, "resource must be an absolute URI without a fragment");
+            return server.redirect_error(
+                &to,
+                ErrorCode::InvalidTarget,
+                "resource must be an absolute URI without a fragment",
+            );
         }
     }
     let max_age = match params.max_age.as_deref().map(str::parse::<i64>) {
         None => None,
         Some(Ok(age)) if age >= 0 => Some(age),
-        Some(_) => return server.redirect_error(&to, ErrorCode::InvalidRequest, "max_age must be a non-negative integer"),
+        Some(_) => {
+            return server.redirect_error(&to, ErrorCode::InvalidRequest, "max_age must be a non-negative integer");
+        }
     };
     let prompts: Vec<&str> = params.prompt.as_deref().unwrap_or("").split(' ').filter(|p| !p.is_empty()).collect();
     if prompts.contains(&"none") && prompts.len() > 1 {
@@ -245,12 +273,15 @@ async fn start(server: &AuthServer, headers: &HeaderMap, params: AuthorizeParams
         return server.redirect_error(&to, ErrorCode::ServerError, "internal error");
     }
 
-    let session = server.session_user(headers).await.filter(|(_, auth_time)| {
-        !prompts.contains(&"login") && max_age.is_none_or(|age| now() - auth_time <= age)
-    });
+    let session = server
+        .session_user(headers)
+        .await
+        .filter(|(_, auth_time)| !prompts.contains(&"login") && max_age.is_none_or(|age| now() - auth_time <= age));
     match session {
         Some((user, auth_time)) => proceed(server, headers, &client, &request, &user, auth_time).await,
-        None if prompts.contains(&"none") => server.redirect_error(&to, ErrorCode::LoginRequired, "the user is not signed in"),
+        None if prompts.contains(&"none") => {
+            server.redirect_error(&to, ErrorCode::LoginRequired, "the user is not signed in")
+        }
         None => login_page(server, headers, &client, &request.id, "", None, StatusCode::OK),
     }
 }
@@ -348,7 +379,10 @@ async fn pending(
     csrf: &str,
 ) -> Result<(AuthRequest, Client), Response> {
     let expired = || {
-        pages::error(StatusCode::BAD_REQUEST, "This sign-in request has expired. Go back to the application and start again.")
+        pages::error(
+            StatusCode::BAD_REQUEST,
+            "This sign-in request has expired. Go back to the application and start again.",
+        )
     };
     let request = match server.store.auth_request(request_id, now()).await {
         Ok(Some(request)) => request,
@@ -359,7 +393,10 @@ async fn pending(
         }
     };
     if !server.csrf_valid(headers, request_id, csrf) {
-        return Err(pages::error(StatusCode::FORBIDDEN, "The form expired or was not sent by this browser. Go back and try again."));
+        return Err(pages::error(
+            StatusCode::FORBIDDEN,
+            "The form expired or was not sent by this browser. Go back and try again.",
+        ));
     }
     match server.client(&request.client_id).await {
         Ok(Some(client)) => Ok((request, client)),
@@ -368,7 +405,13 @@ async fn pending(
 }
 
 /// Starts a browser session for `user` and continues the authorization.
-async fn signed_in(server: &AuthServer, headers: &HeaderMap, client: &Client, request: &AuthRequest, user: &User) -> Response {
+async fn signed_in(
+    server: &AuthServer,
+    headers: &HeaderMap,
+    client: &Client,
+    request: &AuthRequest,
+    user: &User,
+) -> Response {
     let now = now();
     let session_id = random_token("");
     if let Err(e) = server
@@ -418,7 +461,15 @@ pub async fn password_login(
     if server.rate_limited(&ip_bucket, MAX_ATTEMPTS_PER_IP).await
         || server.rate_limited(&account_bucket, MAX_FAILURES_PER_ACCOUNT).await
     {
-        return login_page(&server, &headers, &client, &request.id, &form.email, Some(TOO_MANY), StatusCode::TOO_MANY_REQUESTS);
+        return login_page(
+            &server,
+            &headers,
+            &client,
+            &request.id,
+            &form.email,
+            Some(TOO_MANY),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
     }
     server.rate_hit(&ip_bucket).await;
     let found = match email.is_empty() {
@@ -444,7 +495,15 @@ pub async fn password_login(
         None => {
             server.rate_hit(&account_bucket).await;
             tracing::info!(%ip, "failed password sign-in");
-            login_page(&server, &headers, &client, &request.id, &form.email, Some(BAD_CREDENTIALS), StatusCode::UNAUTHORIZED)
+            login_page(
+                &server,
+                &headers,
+                &client,
+                &request.id,
+                &form.email,
+                Some(BAD_CREDENTIALS),
+                StatusCode::UNAUTHORIZED,
+            )
         }
     }
 }
@@ -471,20 +530,37 @@ pub async fn send_login_code(
         Err(page) => return page,
     };
     let Ok(email) = agora_core::email::normalize(&form.email) else {
-        return login_page(&server, &headers, &client, &request.id, &form.email, Some("Enter a valid email address."), StatusCode::BAD_REQUEST);
+        return login_page(
+            &server,
+            &headers,
+            &client,
+            &request.id,
+            &form.email,
+            Some("Enter a valid email address."),
+            StatusCode::BAD_REQUEST,
+        );
     };
     let (ip_bucket, account_bucket) = (format!("code-ip:{ip}"), format!("code-account:{email}"));
     if server.rate_limited(&ip_bucket, MAX_ATTEMPTS_PER_IP).await
         || server.rate_limited(&account_bucket, MAX_CODES_PER_ACCOUNT).await
     {
-        return login_page(&server, &headers, &client, &request.id, &form.email, Some(TOO_MANY), StatusCode::TOO_MANY_REQUESTS);
+        return login_page(
+            &server,
+            &headers,
+            &client,
+            &request.id,
+            &form.email,
+            Some(TOO_MANY),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
     }
     server.rate_hit(&ip_bucket).await;
     server.rate_hit(&account_bucket).await;
     // The same page and a stored code whether or not the address has an account: no enumeration.
     let code_id = uuid::Uuid::new_v4().to_string();
     let code = six_digit_code();
-    if let Err(e) = server.store.insert_login_code(&code_id, &email, &token_digest(&code), now() + LOGIN_CODE_TTL).await {
+    if let Err(e) = server.store.insert_login_code(&code_id, &email, &token_digest(&code), now() + LOGIN_CODE_TTL).await
+    {
         tracing::error!(error = %e, "cannot store login code");
         return pages::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.");
     }
@@ -494,7 +570,12 @@ pub async fn send_login_code(
         Err(e) => tracing::error!(error = %e, "cannot load user"),
     }
     server.form_page(&headers, &request.id, |csrf| {
-        pages::enter_code(&FormContext { request_id: &request.id, csrf, client_name: &client.name }, &code_id, None, StatusCode::OK)
+        pages::enter_code(
+            &FormContext { request_id: &request.id, csrf, client_name: &client.name },
+            &code_id,
+            None,
+            StatusCode::OK,
+        )
     })
 }
 
@@ -528,17 +609,25 @@ pub async fn verify_login_code(
     let ip_bucket = format!("code-verify-ip:{ip}");
     let retry = |message, status| {
         server.form_page(&headers, &request.id, |csrf| {
-            pages::enter_code(&FormContext { request_id: &request.id, csrf, client_name: &client.name }, &form.code_id, Some(message), status)
+            pages::enter_code(
+                &FormContext { request_id: &request.id, csrf, client_name: &client.name },
+                &form.code_id,
+                Some(message),
+                status,
+            )
         })
     };
     if server.rate_limited(&ip_bucket, MAX_ATTEMPTS_PER_IP).await {
         return retry(TOO_MANY, StatusCode::TOO_MANY_REQUESTS);
     }
     server.rate_hit(&ip_bucket).await;
-    let email = server.store.verify_login_code(&form.code_id, &token_digest(form.code.trim()), now()).await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot verify login code");
-        None
-    });
+    let email =
+        server.store.verify_login_code(&form.code_id, &token_digest(form.code.trim()), now()).await.unwrap_or_else(
+            |e| {
+                tracing::error!(error = %e, "cannot verify login code");
+                None
+            },
+        );
     let user = match email {
         Some(email) => server.store.user_by_email(&email).await.ok().flatten().filter(|u| !u.disabled),
         None => None,

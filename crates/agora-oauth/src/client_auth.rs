@@ -48,7 +48,8 @@ pub fn presented(headers: &HeaderMap, form_id: Option<&str>, form_secret: Option
 }
 
 fn form_urlencoded_decode(raw: &str) -> Option<String> {
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(format!("v={raw}").as_bytes()).into_owned().collect();
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(format!("v={raw}").as_bytes()).into_owned().collect();
     pairs.into_iter().next().map(|(_, v)| v)
 }
 

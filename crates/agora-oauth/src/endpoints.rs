@@ -71,7 +71,11 @@ pub struct UserinfoForm {
     access_token: Option<String>,
 }
 
-pub async fn userinfo(State(server): Server, headers: HeaderMap, form: OAuthResult<OAuthForm<UserinfoForm>>) -> Response {
+pub async fn userinfo(
+    State(server): Server,
+    headers: HeaderMap,
+    form: OAuthResult<OAuthForm<UserinfoForm>>,
+) -> Response {
     let result: OAuthResult<Value> = async {
         let from_form = form.ok().and_then(|OAuthForm(f)| f.access_token);
         let token = match (bearer(&headers), from_form.as_deref()) {
@@ -86,7 +90,10 @@ pub async fn userinfo(State(server): Server, headers: HeaderMap, form: OAuthResu
         let claims = server.verify_access_token(&token).await.map_err(OAuthError::invalid_token)?;
         let scope = Scopes::from_stored(&claims.scope);
         if !scope.contains("openid") {
-            return Err(OAuthError::new(crate::error::ErrorCode::InsufficientScope, "the token lacks the openid scope"));
+            return Err(OAuthError::new(
+                crate::error::ErrorCode::InsufficientScope,
+                "the token lacks the openid scope",
+            ));
         }
         let user = server
             .store
@@ -136,11 +143,21 @@ async fn identify(server: &AuthServer, token: &str) -> OAuthResult<Option<Known>
     Ok(server.verify_access_token(token).await.ok().map(Known::Access))
 }
 
-pub async fn revoke(State(server): Server, headers: HeaderMap, form: OAuthResult<OAuthForm<TokenParamForm>>) -> Response {
+pub async fn revoke(
+    State(server): Server,
+    headers: HeaderMap,
+    form: OAuthResult<OAuthForm<TokenParamForm>>,
+) -> Response {
     let result: OAuthResult<()> = async {
         let OAuthForm(form) = form?;
-        let client = server.authenticate_client(&presented(&headers, form.client_id.as_deref(), form.client_secret.as_deref())?).await?;
-        let token = form.token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let client = server
+            .authenticate_client(&presented(&headers, form.client_id.as_deref(), form.client_secret.as_deref())?)
+            .await?;
+        let token = form
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
         // RFC 7009 §2.2: unknown tokens, and tokens of other clients, get the same 200 and no effect.
         match identify(&server, token).await? {
             Some(Known::Refresh { grant, .. }) if grant.client_id == client.id => {
@@ -160,14 +177,24 @@ pub async fn revoke(State(server): Server, headers: HeaderMap, form: OAuthResult
     }
 }
 
-pub async fn introspect(State(server): Server, headers: HeaderMap, form: OAuthResult<OAuthForm<TokenParamForm>>) -> Response {
+pub async fn introspect(
+    State(server): Server,
+    headers: HeaderMap,
+    form: OAuthResult<OAuthForm<TokenParamForm>>,
+) -> Response {
     let result: OAuthResult<Value> = async {
         let OAuthForm(form) = form?;
-        let client = server.authenticate_client(&presented(&headers, form.client_id.as_deref(), form.client_secret.as_deref())?).await?;
+        let client = server
+            .authenticate_client(&presented(&headers, form.client_id.as_deref(), form.client_secret.as_deref())?)
+            .await?;
         if client.is_public() {
             return Err(OAuthError::invalid_client("introspection needs a confidential client", false));
         }
-        let token = form.token.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let token = form
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
         Ok(match identify(&server, token).await? {
             Some(Known::Access(c)) => json!({
                 "active": true, "token_type": "Bearer", "scope": c.scope, "client_id": c.client_id, "sub": c.sub,

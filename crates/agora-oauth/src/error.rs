@@ -92,7 +92,8 @@ impl OAuthError {
     pub fn invalid_token(description: impl Into<String>) -> Self {
         let description = description.into();
         let mut error = Self::new(ErrorCode::InvalidToken, description.clone());
-        error.challenge = Some(format!("Bearer error=\"invalid_token\", error_description=\"{}\"", description.replace('"', "'")));
+        error.challenge =
+            Some(format!("Bearer error=\"invalid_token\", error_description=\"{}\"", description.replace('"', "'")));
         error
     }
 

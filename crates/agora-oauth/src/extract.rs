@@ -25,9 +25,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OAuthForm<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Form::<T>::from_request(req, state).await {
             Ok(Form(value)) => Ok(OAuthForm(value)),
-            Err(e @ FormRejection::InvalidFormContentType(_)) => {
-                Err(rejection(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{}; send application/x-www-form-urlencoded", e.body_text())))
-            }
+            Err(e @ FormRejection::InvalidFormContentType(_)) => Err(rejection(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("{}; send application/x-www-form-urlencoded", e.body_text()),
+            )),
             Err(e) => Err(rejection(e.status(), e.body_text())),
         }
     }
@@ -41,10 +42,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OAuthJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(OAuthJson(value)),
-            Err(e @ JsonRejection::JsonDataError(_)) => Err(crate::error::OAuthError::new(
-                crate::error::ErrorCode::InvalidClientMetadata,
-                e.body_text(),
-            )),
+            Err(e @ JsonRejection::JsonDataError(_)) => {
+                Err(crate::error::OAuthError::new(crate::error::ErrorCode::InvalidClientMetadata, e.body_text()))
+            }
             Err(e) => Err(rejection(e.status(), e.body_text())),
         }
     }
@@ -81,10 +81,7 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 /// A `Set-Cookie` value with agora's attributes: HttpOnly, SameSite=Lax, Secure on https.
 pub fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) -> String {
-    format!(
-        "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-        if secure { "; Secure" } else { "" }
-    )
+    format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}", if secure { "; Secure" } else { "" })
 }
 
 /// The bearer token of an `Authorization` header.

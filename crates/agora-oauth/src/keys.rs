@@ -252,7 +252,10 @@ impl KeyRing {
             .published_keys()
             .await?
             .iter()
-            .map(|k| serde_json::from_str(&k.public_jwk).map_err(|e| KeyError::Unusable { kid: k.kid.clone(), detail: e.to_string() }))
+            .map(|k| {
+                serde_json::from_str(&k.public_jwk)
+                    .map_err(|e| KeyError::Unusable { kid: k.kid.clone(), detail: e.to_string() })
+            })
             .collect::<Result<Vec<Jwk>, _>>()?;
         Ok(JwkSet { keys })
     }

@@ -12,13 +12,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use url::Url;
 
+use crate::AuthServer;
 use crate::authorize::SESSION_COOKIE;
 use crate::endpoints::id_token_hint_validation;
 use crate::error::OAuthResult;
 use crate::extract::{OAuthForm, cookie, set_cookie};
 use crate::pages;
 use crate::tokens::IdClaims;
-use crate::AuthServer;
 
 #[derive(Deserialize, Default)]
 pub struct LogoutParams {
@@ -37,21 +37,33 @@ type Server = State<Arc<AuthServer>>;
 /// CSRF binding key of the logout confirmation (it has no authorization request).
 const LOGOUT_CSRF_SCOPE: &str = "logout";
 
-pub async fn end_session_get(State(server): Server, headers: HeaderMap, params: Result<Query<LogoutParams>, axum::extract::rejection::QueryRejection>) -> Response {
+pub async fn end_session_get(
+    State(server): Server,
+    headers: HeaderMap,
+    params: Result<Query<LogoutParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     match params {
         Ok(Query(params)) => end_session(&server, &headers, params, false).await,
         Err(e) => pages::error(StatusCode::BAD_REQUEST, &format!("Malformed logout request: {}", e.body_text())),
     }
 }
 
-pub async fn end_session_post(State(server): Server, headers: HeaderMap, params: OAuthResult<OAuthForm<LogoutParams>>) -> Response {
+pub async fn end_session_post(
+    State(server): Server,
+    headers: HeaderMap,
+    params: OAuthResult<OAuthForm<LogoutParams>>,
+) -> Response {
     match params {
         Ok(OAuthForm(params)) => end_session(&server, &headers, params, false).await,
         Err(e) => pages::error(e.status, &e.description),
     }
 }
 
-pub async fn confirm(State(server): Server, headers: HeaderMap, params: OAuthResult<OAuthForm<LogoutParams>>) -> Response {
+pub async fn confirm(
+    State(server): Server,
+    headers: HeaderMap,
+    params: OAuthResult<OAuthForm<LogoutParams>>,
+) -> Response {
     match params {
         Ok(OAuthForm(params)) => {
             let csrf = params.csrf.clone().unwrap_or_default();
@@ -68,7 +80,12 @@ async fn end_session(server: &AuthServer, headers: &HeaderMap, params: LogoutPar
     let hint = match params.id_token_hint.as_deref() {
         Some(token) => match server.keys.verify::<IdClaims>(token, id_token_hint_validation(server)).await {
             Ok((claims, _)) => Some(claims),
-            Err(_) => return pages::error(StatusCode::BAD_REQUEST, "The id_token_hint is not a valid ID token from this server."),
+            Err(_) => {
+                return pages::error(
+                    StatusCode::BAD_REQUEST,
+                    "The id_token_hint is not a valid ID token from this server.",
+                );
+            }
         },
         None => None,
     };
@@ -89,8 +106,18 @@ async fn end_session(server: &AuthServer, headers: &HeaderMap, params: LogoutPar
     let redirect = match params.post_logout_redirect_uri.as_deref() {
         Some(uri) => match &client {
             Some(client) if client.post_logout_redirect_allowed(uri) => Some(uri.to_owned()),
-            Some(_) => return pages::error(StatusCode::BAD_REQUEST, "That post-logout redirect URI is not registered for this application."),
-            None => return pages::error(StatusCode::BAD_REQUEST, "A post-logout redirect needs client_id or id_token_hint."),
+            Some(_) => {
+                return pages::error(
+                    StatusCode::BAD_REQUEST,
+                    "That post-logout redirect URI is not registered for this application.",
+                );
+            }
+            None => {
+                return pages::error(
+                    StatusCode::BAD_REQUEST,
+                    "A post-logout redirect needs client_id or id_token_hint.",
+                );
+            }
         },
         None => None,
     };

@@ -15,7 +15,9 @@ impl Mailer {
         match self {
             Mailer::DevMailbox(path) => {
                 tracing::info!(%to, %code, mailbox = %path.display(), "sign-in code (no SMTP configured: dev mailbox)");
-                let line = serde_json::json!({"to": to, "subject": "Your agora sign-in code", "code": code}).to_string() + "\n";
+                let line = serde_json::json!({"to": to, "subject": "Your agora sign-in code", "code": code})
+                    .to_string()
+                    + "\n";
                 let written = async {
                     let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
                     file.write_all(line.as_bytes()).await?;

@@ -48,7 +48,11 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
 }
 
 pub fn error(status: StatusCode, message: &str) -> Response {
-    page(status, "Something went wrong", &format!("<h1>Something went wrong</h1><p class=\"error\">{}</p>", escape(message)))
+    page(
+        status,
+        "Something went wrong",
+        &format!("<h1>Something went wrong</h1><p class=\"error\">{}</p>", escape(message)),
+    )
 }
 
 fn hidden(name: &str, value: &str) -> String {

@@ -9,7 +9,8 @@ pub fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
 
 /// Verifies `password` against a stored PHC string; false for any malformed hash.
 pub fn verify(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(stored)
+        .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
 /// Spends the time of a real verification when there is no user, so that response timing does

@@ -52,7 +52,8 @@ fn metadata_error(description: impl Into<String>) -> OAuthError {
 fn validate(meta: Metadata, default_auth: AuthMethod) -> OAuthResult<Validated> {
     let auth_method = match meta.token_endpoint_auth_method.as_deref() {
         None => default_auth,
-        Some(raw) => AuthMethod::parse(raw).ok_or_else(|| metadata_error(format!("token_endpoint_auth_method `{raw}` is not supported")))?,
+        Some(raw) => AuthMethod::parse(raw)
+            .ok_or_else(|| metadata_error(format!("token_endpoint_auth_method `{raw}` is not supported")))?,
     };
     let grant_types = match meta.grant_types {
         None => vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
@@ -60,7 +61,9 @@ fn validate(meta: Metadata, default_auth: AuthMethod) -> OAuthResult<Validated> 
             .iter()
             .map(|g| match GrantType::parse(g) {
                 Some(grant @ (GrantType::AuthorizationCode | GrantType::RefreshToken)) => Ok(grant),
-                Some(GrantType::ClientCredentials) if auth_method != AuthMethod::None => Ok(GrantType::ClientCredentials),
+                Some(GrantType::ClientCredentials) if auth_method != AuthMethod::None => {
+                    Ok(GrantType::ClientCredentials)
+                }
                 _ => Err(metadata_error(format!("grant type `{g}` cannot be registered here"))),
             })
             .collect::<OAuthResult<Vec<_>>>()?,
@@ -86,10 +89,17 @@ fn validate(meta: Metadata, default_auth: AuthMethod) -> OAuthResult<Validated> 
     Ok(Validated { name, auth_method, redirect_uris, post_logout_redirect_uris, grant_types })
 }
 
-pub async fn register(State(server): State<Arc<AuthServer>>, ClientIp(ip): ClientIp, body: OAuthResult<OAuthJson<Metadata>>) -> Response {
+pub async fn register(
+    State(server): State<Arc<AuthServer>>,
+    ClientIp(ip): ClientIp,
+    body: OAuthResult<OAuthJson<Metadata>>,
+) -> Response {
     let result = async {
         if !server.config.open_registration {
-            return Err(OAuthError::new(ErrorCode::AccessDenied, "dynamic client registration is disabled on this server"));
+            return Err(OAuthError::new(
+                ErrorCode::AccessDenied,
+                "dynamic client registration is disabled on this server",
+            ));
         }
         let OAuthJson(meta) = body?;
         if meta.client_id.is_some() {
@@ -98,8 +108,11 @@ pub async fn register(State(server): State<Arc<AuthServer>>, ClientIp(ip): Clien
         let bucket = format!("register-ip:{ip}");
         let window = now() / 900 * 900;
         if server.store.rate_limit_hit(&bucket, window).await? > REGISTRATIONS_PER_IP {
-            return Err(OAuthError::new(ErrorCode::TemporarilyUnavailable, "too many registrations from this address; try later")
-                .with_status(StatusCode::TOO_MANY_REQUESTS));
+            return Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "too many registrations from this address; try later",
+            )
+            .with_status(StatusCode::TOO_MANY_REQUESTS));
         }
         // RFC 7591 §2: the default method is client_secret_basic.
         let valid = validate(meta, AuthMethod::ClientSecretBasic)?;
@@ -132,7 +145,9 @@ pub async fn register(State(server): State<Arc<AuthServer>>, ClientIp(ip): Clien
     }
     .await;
     match result {
-        Ok(body) => (StatusCode::CREATED, [(axum::http::header::CACHE_CONTROL, "no-store")], Json(body)).into_response(),
+        Ok(body) => {
+            (StatusCode::CREATED, [(axum::http::header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -161,7 +176,8 @@ pub async fn metadata_document_client(server: &AuthServer, client_id: &str) -> O
         if client.revoked || client.origin != ClientOrigin::MetadataDocument {
             return Ok(None);
         }
-        let fresh = server.store.client_refreshed_at(client_id).await?.is_some_and(|at| now - at < METADATA_DOCUMENT_TTL);
+        let fresh =
+            server.store.client_refreshed_at(client_id).await?.is_some_and(|at| now - at < METADATA_DOCUMENT_TTL);
         if fresh {
             return Ok(stored);
         }
@@ -198,11 +214,8 @@ async fn fetch_metadata_document(server: &AuthServer, client_id: &str) -> OAuthR
     if url.path() == "/" || url.fragment().is_some() || !url.username().is_empty() {
         return Err(metadata_error("a metadata document URL needs a path and no fragment or credentials"));
     }
-    let document = server
-        .fetcher
-        .get_json(&url, METADATA_DOCUMENT_MAX_BYTES)
-        .await
-        .map_err(|e| metadata_error(e.to_string()))?;
+    let document =
+        server.fetcher.get_json(&url, METADATA_DOCUMENT_MAX_BYTES).await.map_err(|e| metadata_error(e.to_string()))?;
     let meta: Metadata = serde_json::from_value(document).map_err(|e| metadata_error(e.to_string()))?;
     if meta.client_id.as_deref() != Some(client_id) {
         return Err(metadata_error("the document's client_id differs from its URL"));

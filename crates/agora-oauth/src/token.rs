@@ -31,25 +31,37 @@ pub struct TokenForm {
     resource: Option<String>,
 }
 
-pub async fn token(State(server): State<Arc<AuthServer>>, headers: HeaderMap, form: OAuthResult<OAuthForm<TokenForm>>) -> Response {
+pub async fn token(
+    State(server): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    form: OAuthResult<OAuthForm<TokenForm>>,
+) -> Response {
     let result = async {
         let OAuthForm(form) = form?;
-        let grant_type = form.grant_type.as_deref().filter(|g| !g.is_empty()).ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+        let grant_type = form
+            .grant_type
+            .as_deref()
+            .filter(|g| !g.is_empty())
+            .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
         let presented = presented(&headers, form.client_id.as_deref(), form.client_secret.as_deref())?;
         let client = server.authenticate_client(&presented).await?;
         let grant = GrantType::parse(grant_type).ok_or_else(|| {
             OAuthError::new(ErrorCode::UnsupportedGrantType, format!("grant_type `{grant_type}` is not supported"))
         })?;
         if !client.allows_grant(grant) {
-            return Err(OAuthError::new(ErrorCode::UnauthorizedClient, format!("this client may not use {}", grant.as_str())));
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                format!("this client may not use {}", grant.as_str()),
+            ));
         }
         match grant {
             GrantType::AuthorizationCode => authorization_code(&server, &client, &form).await,
             GrantType::RefreshToken => refresh(&server, &client, &form).await,
             GrantType::ClientCredentials => client_credentials(&server, &client, &form).await,
-            GrantType::TokenExchange => {
-                Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "token exchange is not enabled on this server yet"))
-            }
+            GrantType::TokenExchange => Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "token exchange is not enabled on this server yet",
+            )),
         }
     }
     .await;
@@ -149,7 +161,9 @@ async fn refresh(server: &AuthServer, client: &Client, form: &TokenForm) -> OAut
         RefreshRotation::Rotated { grant, scope, expires_at } => (grant, scope, expires_at),
         RefreshRotation::Reused => {
             tracing::warn!(client = %client.id, "refresh token reused; its family is revoked");
-            return Err(OAuthError::invalid_grant("the refresh token was already used; its whole family is now revoked"));
+            return Err(OAuthError::invalid_grant(
+                "the refresh token was already used; its whole family is now revoked",
+            ));
         }
         RefreshRotation::Unknown => return Err(OAuthError::invalid_grant("unknown refresh token")),
     };
@@ -164,7 +178,9 @@ async fn refresh(server: &AuthServer, client: &Client, form: &TokenForm) -> OAut
     }
     let granted = Scopes::from_stored(&stored_scope);
     let scope = match &requested {
-        Some(requested) => granted.narrow(requested).map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?,
+        Some(requested) => {
+            granted.narrow(requested).map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?
+        }
         None => granted.clone(),
     };
     let user = server
@@ -194,15 +210,27 @@ async fn client_credentials(server: &AuthServer, client: &Client, form: &TokenFo
     if client.is_public() {
         return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "public clients cannot use client_credentials"));
     }
-    let scope = Scopes::parse(form.scope.as_deref().unwrap_or("")).map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?;
+    let scope = Scopes::parse(form.scope.as_deref().unwrap_or(""))
+        .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?;
     if let Some(user_scope) = scope.iter().find(|s| !CLIENT_SCOPES.contains(s)) {
         return Err(OAuthError::new(ErrorCode::InvalidScope, format!("scope `{user_scope}` needs a user")));
     }
     if let Some(resource) = form.resource.as_deref() {
         if url::Url::parse(resource).map_or(true, |u| u.fragment().is_some()) {
-            return Err(OAuthError::new(ErrorCode::InvalidTarget, "resource must be an absolute URI without a fragment"));
+            return Err(OAuthError::new(
+                ErrorCode::InvalidTarget,
+                "resource must be an absolute URI without a fragment",
+            ));
         }
     }
-    let issue = Issue { client, user: None, grant_id: None, scope: &scope, nonce: None, auth_time: now(), resource: form.resource.as_deref() };
+    let issue = Issue {
+        client,
+        user: None,
+        grant_id: None,
+        scope: &scope,
+        nonce: None,
+        auth_time: now(),
+        resource: form.resource.as_deref(),
+    };
     server.issue_tokens(issue, None).await
 }

@@ -100,7 +100,11 @@ pub fn is_pkce_value(value: &str) -> bool {
 }
 
 impl AuthServer {
-    pub(crate) async fn issue_tokens(&self, issue: Issue<'_>, refresh_token: Option<String>) -> OAuthResult<TokenResponse> {
+    pub(crate) async fn issue_tokens(
+        &self,
+        issue: Issue<'_>,
+        refresh_token: Option<String>,
+    ) -> OAuthResult<TokenResponse> {
         let now = now();
         let config = &self.config;
         let mut aud = config.audiences.clone();

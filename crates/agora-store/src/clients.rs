@@ -128,11 +128,8 @@ impl Store {
     /// Revokes a client and every grant it holds; its tokens stop working at once.
     pub async fn revoke_client(&self, id: &str, now: UnixTime) -> Result<bool> {
         let mut tx = self.pool().begin().await?;
-        let done = sqlx::query("UPDATE clients SET revoked = $1 WHERE id = $2")
-            .bind(1_i64)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let done =
+            sqlx::query("UPDATE clients SET revoked = $1 WHERE id = $2").bind(1_i64).bind(id).execute(&mut *tx).await?;
         sqlx::query("UPDATE grants SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(id)

@@ -49,7 +49,11 @@ pub enum CodeRedemption {
 
 pub enum RefreshRotation {
     /// The presented token is now spent; the caller issues its successor.
-    Rotated { grant: Grant, scope: String, expires_at: UnixTime },
+    Rotated {
+        grant: Grant,
+        scope: String,
+        expires_at: UnixTime,
+    },
     /// A spent token came back: someone holds a copy, so the whole family was revoked.
     Reused,
     Unknown,

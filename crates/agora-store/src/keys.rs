@@ -80,9 +80,8 @@ impl Store {
     /// and `new_next` is published to sign at the following rotation.
     pub async fn rotate_keys(&self, new_next: &NewKey, now: UnixTime) -> Result<String> {
         let mut tx = self.pool().begin().await?;
-        let next_kid: Option<String> = sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'next'")
-            .fetch_optional(&mut *tx)
-            .await?;
+        let next_kid: Option<String> =
+            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'next'").fetch_optional(&mut *tx).await?;
         let next_kid = next_kid.ok_or(StoreError::Corrupt { table: "signing_keys", detail: "no next key".into() })?;
         sqlx::query("UPDATE signing_keys SET state = 'retired', retired_at = $1 WHERE state = 'active'")
             .bind(now)

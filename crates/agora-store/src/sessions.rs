@@ -67,16 +67,20 @@ impl Store {
         Ok(())
     }
 
-    pub async fn insert_login_code(&self, id: &str, email: &str, code_digest: &str, expires_at: UnixTime) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO login_codes (id, email, code_hash, attempts, expires_at) VALUES ($1, $2, $3, 0, $4)",
-        )
-        .bind(id)
-        .bind(email)
-        .bind(code_digest)
-        .bind(expires_at)
-        .execute(self.pool())
-        .await?;
+    pub async fn insert_login_code(
+        &self,
+        id: &str,
+        email: &str,
+        code_digest: &str,
+        expires_at: UnixTime,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO login_codes (id, email, code_hash, attempts, expires_at) VALUES ($1, $2, $3, 0, $4)")
+            .bind(id)
+            .bind(email)
+            .bind(code_digest)
+            .bind(expires_at)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 

@@ -57,7 +57,12 @@ async fn client_and_user(store: &Store) -> (String, String) {
         .unwrap();
     let user = store
         .create_user(
-            NewUser { email: format!("{}@x.test", uuid::Uuid::new_v4()), email_verified: true, name: None, password_hash: None },
+            NewUser {
+                email: format!("{}@x.test", uuid::Uuid::new_v4()),
+                email_verified: true,
+                name: None,
+                password_hash: None,
+            },
             1,
         )
         .await
@@ -94,7 +99,12 @@ async fn codes_redeem_once_and_replay_revokes_the_grant() {
     for store in stores().await {
         let (client_id, user_id) = client_and_user(&store).await;
         let grant = grant(&client_id, &user_id);
-        let code = StoredCode { redirect_uri: "https://app.example/cb".into(), nonce: None, code_challenge: "c".into(), expires_at: 100 };
+        let code = StoredCode {
+            redirect_uri: "https://app.example/cb".into(),
+            nonce: None,
+            code_challenge: "c".into(),
+            expires_at: 100,
+        };
         store.create_grant_with_code(&grant, "digest", &code, 10).await.unwrap();
         assert!(matches!(store.redeem_code("digest", 11).await.unwrap(), CodeRedemption::Redeemed(..)));
         assert!(!store.grant(&grant.id).await.unwrap().unwrap().revoked);
@@ -161,12 +171,18 @@ async fn duplicate_emails_conflict_and_signing_keys_are_sealed() {
         store.create_user(new(), 1).await.unwrap();
         assert!(matches!(store.create_user(new(), 1).await, Err(StoreError::Conflict(_))));
 
-        let key = |kid: &str| NewKey { kid: kid.into(), alg: "RS256".into(), private_key_pem: b"PRIVATE-PEM".to_vec(), public_jwk: "{}".into() };
+        let key = |kid: &str| NewKey {
+            kid: kid.into(),
+            alg: "RS256".into(),
+            private_key_pem: b"PRIVATE-PEM".to_vec(),
+            public_jwk: "{}".into(),
+        };
         assert!(store.install_initial_keys(&key("k1"), &key("k2"), 1).await.unwrap());
         assert!(!store.install_initial_keys(&key("k3"), &key("k4"), 1).await.unwrap(), "second install is a no-op");
         assert_eq!(store.active_kid().await.unwrap().as_deref(), Some("k1"));
         assert_eq!(store.rotate_keys(&key("k5"), 2).await.unwrap(), "k2");
-        let states: Vec<(String, String)> = store.published_keys().await.unwrap().into_iter().map(|k| (k.kid, k.state)).collect();
+        let states: Vec<(String, String)> =
+            store.published_keys().await.unwrap().into_iter().map(|k| (k.kid, k.state)).collect();
         assert!(states.contains(&("k1".into(), "retired".into())));
         assert!(states.contains(&("k2".into(), "active".into())));
         assert!(states.contains(&("k5".into(), "next".into())));

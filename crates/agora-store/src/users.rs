@@ -55,18 +55,19 @@ impl Store {
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
-        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1")).bind(id).fetch_optional(self.pool()).await?;
+        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(user_from_row).transpose()
     }
 
     /// The user with this (normalized) email and their password hash, if they have one.
     pub async fn user_with_password(&self, email: &str) -> Result<Option<(User, Option<String>)>> {
-        let row = sqlx::query(
-            concat!("SELECT ", user_columns!(), ", password_hash FROM users WHERE email = $1"),
-        )
-        .bind(email)
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(concat!("SELECT ", user_columns!(), ", password_hash FROM users WHERE email = $1"))
+            .bind(email)
+            .fetch_optional(self.pool())
+            .await?;
         match row {
             Some(row) => Ok(Some((user_from_row(&row)?, row.try_get("password_hash")?))),
             None => Ok(None),
@@ -78,11 +79,9 @@ impl Store {
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>> {
-        let rows = sqlx::query(
-            concat!("SELECT ", user_columns!(), " FROM users ORDER BY created_at, email"),
-        )
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users ORDER BY created_at, email"))
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(user_from_row).collect()
     }
 
@@ -124,4 +123,3 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
-

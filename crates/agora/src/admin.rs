@@ -129,7 +129,8 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
             }
         }
         AdminCommand::User(UserCommand::SetPassword { email: raw, password_stdin }) => {
-            let user = store.user_by_email(&email(&raw)?).await?.ok_or_else(|| AppError::Usage(format!("no user {raw}")))?;
+            let user =
+                store.user_by_email(&email(&raw)?).await?.ok_or_else(|| AppError::Usage(format!("no user {raw}")))?;
             let (password, generated) = read_password(password_stdin)?;
             store.set_password_hash(&user.id, &hash(&password)?, now).await?;
             println!("password updated for {}", user.email);
@@ -138,7 +139,8 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
             }
         }
         AdminCommand::User(UserCommand::Disable { email: raw }) => {
-            let user = store.user_by_email(&email(&raw)?).await?.ok_or_else(|| AppError::Usage(format!("no user {raw}")))?;
+            let user =
+                store.user_by_email(&email(&raw)?).await?.ok_or_else(|| AppError::Usage(format!("no user {raw}")))?;
             store.disable_user(&user.id, now).await?;
             println!("disabled {}; their sessions and tokens are revoked", user.email);
         }
@@ -175,7 +177,13 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
             for client in store.list_clients().await? {
                 let kind = if client.is_public() { "public" } else { "confidential" };
                 let status = if client.revoked { "revoked" } else { "active" };
-                println!("{}\t{}\t{kind}\t{}\t{status}\t{}", client.id, client.name, client.origin.as_str(), client.redirect_uris.join(" "));
+                println!(
+                    "{}\t{}\t{kind}\t{}\t{status}\t{}",
+                    client.id,
+                    client.name,
+                    client.origin.as_str(),
+                    client.redirect_uris.join(" ")
+                );
             }
         }
         AdminCommand::Client(ClientCommand::Revoke { client_id }) => {

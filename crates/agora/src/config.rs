@@ -87,9 +87,7 @@ fn env_parse<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, Conf
 where
     T::Err: std::fmt::Display,
 {
-    env(name)
-        .map(|v| v.parse::<T>().map_err(|e| ConfigError::Invalid { key: name, detail: e.to_string() }))
-        .transpose()
+    env(name).map(|v| v.parse::<T>().map_err(|e| ConfigError::Invalid { key: name, detail: e.to_string() })).transpose()
 }
 
 impl Config {
@@ -108,9 +106,13 @@ impl Config {
             .clone()
             .or(file.public_url)
             .map(|raw| {
-                let url = Url::parse(&raw).map_err(|e| ConfigError::Invalid { key: "public_url", detail: format!("`{raw}`: {e}") })?;
+                let url = Url::parse(&raw)
+                    .map_err(|e| ConfigError::Invalid { key: "public_url", detail: format!("`{raw}`: {e}") })?;
                 if !matches!(url.scheme(), "http" | "https") || url.query().is_some() || url.fragment().is_some() {
-                    return Err(ConfigError::Invalid { key: "public_url", detail: "must be an http(s) URL without query or fragment".into() });
+                    return Err(ConfigError::Invalid {
+                        key: "public_url",
+                        detail: "must be an http(s) URL without query or fragment".into(),
+                    });
                 }
                 Ok(url)
             })
@@ -132,16 +134,31 @@ impl Config {
             }
         };
         Ok(Self {
-            access_token_ttl: ttl("access_token_ttl", env_parse("AGORA_ACCESS_TOKEN_TTL")?.or(file.access_token_ttl), 3600)?,
-            refresh_token_ttl: ttl("refresh_token_ttl", env_parse("AGORA_REFRESH_TOKEN_TTL")?.or(file.refresh_token_ttl), 30 * 86400)?,
+            access_token_ttl: ttl(
+                "access_token_ttl",
+                env_parse("AGORA_ACCESS_TOKEN_TTL")?.or(file.access_token_ttl),
+                3600,
+            )?,
+            refresh_token_ttl: ttl(
+                "refresh_token_ttl",
+                env_parse("AGORA_REFRESH_TOKEN_TTL")?.or(file.refresh_token_ttl),
+                30 * 86400,
+            )?,
             code_ttl: match env_parse("AGORA_CODE_TTL")?.or(file.code_ttl).unwrap_or(120) {
                 v if (1..=600).contains(&v) => v,
-                v => return Err(ConfigError::Invalid { key: "code_ttl", detail: format!("{v} is outside 1..=600 seconds") }),
+                v => {
+                    return Err(ConfigError::Invalid {
+                        key: "code_ttl",
+                        detail: format!("{v} is outside 1..=600 seconds"),
+                    });
+                }
             },
             session_ttl: ttl("session_ttl", env_parse("AGORA_SESSION_TTL")?.or(file.session_ttl), 7 * 86400)?,
             audiences: file.audiences.unwrap_or_else(|| vec!["civic".to_owned()]),
             open_registration: env_parse("AGORA_OPEN_REGISTRATION")?.or(file.open_registration).unwrap_or(true),
-            allow_loopback_fetch: env_parse("AGORA_ALLOW_LOOPBACK_FETCH")?.or(file.allow_loopback_fetch).unwrap_or(false),
+            allow_loopback_fetch: env_parse("AGORA_ALLOW_LOOPBACK_FETCH")?
+                .or(file.allow_loopback_fetch)
+                .unwrap_or(false),
             log: env("AGORA_LOG").or(file.log).unwrap_or_else(|| "info".to_owned()),
             master_key: env("AGORA_MASTER_KEY").or(file.master_key),
             data_dir,
@@ -169,7 +186,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("agora.toml");
         std::fs::write(&path, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/from-file\"\n").unwrap();
-        let args = GlobalArgs { config: Some(path.clone()), listen: Some("127.0.0.1:9100".into()), ..Default::default() };
+        let args =
+            GlobalArgs { config: Some(path.clone()), listen: Some("127.0.0.1:9100".into()), ..Default::default() };
         let config = Config::load(&args).unwrap();
         assert_eq!(config.listen, "127.0.0.1:9100", "flag (or env, which clap folds in) beats file");
         assert_eq!(config.data_dir, PathBuf::from("/tmp/from-file"));

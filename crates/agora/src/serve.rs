@@ -26,7 +26,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| AppError::Io { context: format!("cannot listen on {}", config.listen), source })?;
-    let bound = listener.local_addr().map_err(|source| AppError::Io { context: "cannot read bound address".into(), source })?;
+    let bound =
+        listener.local_addr().map_err(|source| AppError::Io { context: "cannot read bound address".into(), source })?;
     let public_url = match &config.public_url {
         Some(url) => url.clone(),
         None => url::Url::parse(&format!("http://{bound}")).expect("a socket address makes a URL"),
@@ -82,7 +83,12 @@ async fn bootstrap_admin(store: &agora_store::Store) -> Result<(), AppError> {
     let hash = agora_oauth::password::hash(password).map_err(|e| AppError::Usage(e.to_string()))?;
     let user = match store
         .create_user(
-            NewUser { email: INITIAL_ADMIN_EMAIL.into(), email_verified: true, name: Some("Administrator".into()), password_hash: Some(hash) },
+            NewUser {
+                email: INITIAL_ADMIN_EMAIL.into(),
+                email_verified: true,
+                name: Some("Administrator".into()),
+                password_hash: Some(hash),
+            },
             agora_oauth::now(),
         )
         .await
