@@ -140,6 +140,13 @@ class Agora:
         with open(path) as f:
             return f.read().splitlines()
 
+    def wait_for_mail(self, count: int, timeout: float = 10) -> list[str]:
+        """Mail is sent in the background: waits until the mailbox holds `count` messages."""
+        deadline = time.time() + timeout
+        while len(self.mailbox()) < count and time.time() < deadline:
+            time.sleep(0.02)
+        return self.mailbox()
+
     def stored_bytes(self) -> bytes:
         """Everything the database holds, as bytes to search for secrets."""
         if self.postgres:

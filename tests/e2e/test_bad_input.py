@@ -283,3 +283,16 @@ def test_registration_errors(setup):
     assert_error(reg({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "private_key_jwt"}), 400, "invalid_client_metadata")
     assert_error(reg({"redirect_uris": "https://a.example/cb"}), 400, "invalid_client_metadata")
     assert_error(reg({"redirect_uris": ["https://a.example/cb"], "client_id": "mine"}), 400, "invalid_client_metadata")
+
+
+def test_cors_for_api_endpoints_only(setup):
+    agora, *_ = setup
+    origin = {"Origin": "https://spa.example", "Access-Control-Request-Method": "POST",
+              "Access-Control-Request-Headers": "content-type"}
+    pre = requests.options(agora.url("/oauth/token"), headers=origin, timeout=10)
+    assert pre.status_code == 200 and pre.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in pre.headers
+    jwks = requests.get(agora.url("/oauth/jwks"), headers={"Origin": "https://spa.example"}, timeout=10)
+    assert jwks.headers["Access-Control-Allow-Origin"] == "*"
+    page = requests.get(agora.url("/oauth/auth"), headers={"Origin": "https://spa.example"}, timeout=10)
+    assert "Access-Control-Allow-Origin" not in page.headers

@@ -124,9 +124,10 @@ def test_emailed_code_sign_in(agora):
     browser = Browser(agora)
     verifier, challenge = pkce_pair()
     login = browser.get(authorize(agora, creds["CIVIC_CLIENT_ID"], challenge, scope="openid email"))
+    before = len(agora.mailbox())
     sent = browser.submit(login.text, "/oauth/login/code", email=email.upper())
     assert sent.status_code == 200 and "Check your email" in sent.text
-    code = json.loads(agora.mailbox()[-1])
+    code = json.loads(agora.wait_for_mail(before + 1)[-1])
     assert code["to"] == email
     wrong = browser.submit(sent.text, "/oauth/login/code/verify", code="000000" if code["code"] != "000000" else "111111")
     assert wrong.status_code == 401
@@ -139,7 +140,7 @@ def test_emailed_code_sign_in(agora):
     login = browser2.get(authorize(agora, creds["CIVIC_CLIENT_ID"], pkce_pair()[1]))
     unknown = browser2.submit(login.text, "/oauth/login/code", email="nobody@example.com")
     assert unknown.status_code == 200 and "Check your email" in unknown.text
-    assert len(agora.mailbox()) == before
+    assert len(agora.wait_for_mail(before + 1, timeout=0.5)) == before
 
 
 def test_revocation_introspection_and_operator_revocation(agora):

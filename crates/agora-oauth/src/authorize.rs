@@ -565,7 +565,7 @@ pub async fn send_login_code(
         return pages::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.");
     }
     match server.store.user_by_email(&email).await {
-        Ok(Some(user)) if !user.disabled => server.mailer.send_login_code(&email, &code).await,
+        Ok(Some(user)) if !user.disabled => server.mailer.send_login_code(&email, &code),
         Ok(_) => tracing::info!("sign-in code requested for an address without an account"),
         Err(e) => tracing::error!(error = %e, "cannot load user"),
     }

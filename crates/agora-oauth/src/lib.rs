@@ -135,24 +135,33 @@ async fn load_or_create_csrf_key(store: &Store) -> OAuthResult<aws_lc_rs::hmac::
 
 /// Routes of the authorization server: `/oauth/...` plus the RFC 8414 / OIDC well-known aliases.
 pub fn router(server: Arc<AuthServer>) -> Router {
-    Router::new()
+    // Endpoints that browser-based clients (SPAs, MCP inspectors) call with fetch(): CORS, no cookies.
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(3600));
+    let api = Router::new()
         .route("/oauth/.well-known/openid-configuration", get(endpoints::discovery))
         .route("/.well-known/oauth-authorization-server/oauth", get(endpoints::discovery))
         .route("/.well-known/openid-configuration/oauth", get(endpoints::discovery))
         .route("/oauth/jwks", get(endpoints::jwks))
+        .route("/oauth/token", post(token::token))
+        .route("/oauth/userinfo", get(endpoints::userinfo).post(endpoints::userinfo))
+        .route("/oauth/token/revocation", post(endpoints::revoke))
+        .route("/oauth/token/introspection", post(endpoints::introspect))
+        .route("/oauth/reg", post(registration::register))
+        .layer(cors);
+    // Pages a person's browser navigates to; same-origin forms only.
+    let pages = Router::new()
         .route("/oauth/auth", get(authorize::start_get).post(authorize::start_post))
         .route("/oauth/login", post(authorize::password_login))
         .route("/oauth/login/code", post(authorize::send_login_code))
         .route("/oauth/login/code/verify", post(authorize::verify_login_code))
         .route("/oauth/consent", post(authorize::consent))
-        .route("/oauth/token", post(token::token))
-        .route("/oauth/userinfo", get(endpoints::userinfo).post(endpoints::userinfo))
-        .route("/oauth/token/revocation", post(endpoints::revoke))
-        .route("/oauth/token/introspection", post(endpoints::introspect))
         .route("/oauth/session/end", get(logout::end_session_get).post(logout::end_session_post))
-        .route("/oauth/session/end/confirm", post(logout::confirm))
-        .route("/oauth/reg", post(registration::register))
-        .with_state(server)
+        .route("/oauth/session/end/confirm", post(logout::confirm));
+    api.merge(pages).with_state(server)
 }
 
 pub fn now() -> i64 {

@@ -55,6 +55,8 @@ struct FileConfig {
     audiences: Option<Vec<String>>,
     open_registration: Option<bool>,
     allow_loopback_fetch: Option<bool>,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
     log: Option<String>,
 }
 
@@ -76,6 +78,9 @@ pub struct Config {
     pub audiences: Vec<String>,
     pub open_registration: bool,
     pub allow_loopback_fetch: bool,
+    /// Outgoing mail server (`smtps://user:pass@host`, `smtp://host:587?tls=required`); unset = dev mailbox.
+    pub smtp_url: Option<String>,
+    pub mail_from: Option<String>,
     pub log: String,
 }
 
@@ -159,6 +164,8 @@ impl Config {
             allow_loopback_fetch: env_parse("AGORA_ALLOW_LOOPBACK_FETCH")?
                 .or(file.allow_loopback_fetch)
                 .unwrap_or(false),
+            smtp_url: env("AGORA_SMTP_URL").or(file.smtp_url),
+            mail_from: env("AGORA_MAIL_FROM").or(file.mail_from),
             log: env("AGORA_LOG").or(file.log).unwrap_or_else(|| "info".to_owned()),
             master_key: env("AGORA_MASTER_KEY").or(file.master_key),
             data_dir,

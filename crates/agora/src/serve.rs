@@ -33,7 +33,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         None => url::Url::parse(&format!("http://{bound}")).expect("a socket address makes a URL"),
     };
     let oauth = oauth_config(&config, public_url.clone());
-    let mailer = Mailer::DevMailbox(config.data_dir.join("mailbox.jsonl"));
+    let mailer = match &config.smtp_url {
+        Some(url) => {
+            let default_from = format!("agora <noreply@{}>", public_url.host_str().unwrap_or("localhost"));
+            Mailer::smtp(url, config.mail_from.as_deref().unwrap_or(&default_from))
+                .map_err(|e| AppError::Usage(e.to_string()))?
+        }
+        None => Mailer::DevMailbox(config.data_dir.join("mailbox.jsonl")),
+    };
     let server = AuthServer::new(store.clone(), oauth, mailer).await.map_err(|e| AppError::Usage(e.description))?;
     if server.keys.ensure_keys(config.signing_alg, agora_oauth::now()).await? {
         tracing::info!(alg = config.signing_alg.as_str(), "created signing keys");
