@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod email;
+pub mod federation;
 pub mod scope;
 pub mod user;
 

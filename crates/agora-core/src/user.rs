@@ -8,7 +8,8 @@ use crate::scope::Scopes;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
     pub id: String,
-    pub email: String,
+    /// Absent for users known only through a federated provider that shares no (unclaimed) address.
+    pub email: Option<String>,
     pub email_verified: bool,
     pub name: Option<String>,
     pub given_name: Option<String>,
@@ -45,8 +46,8 @@ impl User {
     /// Claims released for `scopes`: `email` gives the address, `profile` the rest (OIDC Core §5.4).
     pub fn claims_for(&self, scopes: &Scopes) -> ProfileClaims {
         let mut claims = ProfileClaims::default();
-        if scopes.contains("email") {
-            claims.email = Some(self.email.clone());
+        if scopes.contains("email") && self.email.is_some() {
+            claims.email = self.email.clone();
             claims.email_verified = Some(self.email_verified);
         }
         if scopes.contains("profile") {
@@ -69,7 +70,7 @@ mod tests {
     fn claims_follow_scopes() {
         let user = User {
             id: "u1".into(),
-            email: "a@b.c".into(),
+            email: Some("a@b.c".into()),
             email_verified: true,
             name: Some("Ada".into()),
             given_name: None,

@@ -9,7 +9,9 @@ mod authorize;
 mod client_auth;
 mod endpoints;
 pub mod error;
+mod exchange;
 mod extract;
+mod federation;
 mod fetch;
 pub mod keys;
 mod logout;
@@ -21,7 +23,7 @@ mod token;
 mod tokens;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agora_core::client::Client;
 use agora_store::Store;
@@ -29,6 +31,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use url::Url;
 
+pub use federation::check_static_key;
 pub use keys::{KeyRing, SigningAlg};
 pub use mail::Mailer;
 pub use tokens::AccessClaims;
@@ -52,6 +55,10 @@ pub struct OAuthConfig {
     pub allow_loopback_fetch: bool,
     /// Whether anyone may register a client at `/oauth/reg`.
     pub open_registration: bool,
+    /// How long a provider's fetched JWKS is trusted.
+    pub jwks_cache_ttl: Duration,
+    /// Least time between two fetches of one provider's JWKS (an unknown `kid` cannot force more).
+    pub jwks_refetch_interval: Duration,
 }
 
 impl OAuthConfig {
@@ -67,6 +74,8 @@ impl OAuthConfig {
             signing_alg: SigningAlg::Rs256,
             allow_loopback_fetch: false,
             open_registration: true,
+            jwks_cache_ttl: Duration::from_secs(3600),
+            jwks_refetch_interval: Duration::from_secs(30),
         }
     }
 
@@ -101,6 +110,7 @@ pub struct AuthServer {
     mailer: Mailer,
     csrf_key: aws_lc_rs::hmac::Key,
     fetcher: fetch::Fetcher,
+    provider_keys: federation::ProviderKeys,
 }
 
 const CSRF_KEY_SETTING: &str = "csrf_key";
@@ -109,7 +119,16 @@ impl AuthServer {
     pub async fn new(store: Store, config: OAuthConfig, mailer: Mailer) -> OAuthResult<Arc<Self>> {
         let csrf_key = load_or_create_csrf_key(&store).await?;
         let fetcher = fetch::Fetcher::new(config.allow_loopback_fetch).map_err(OAuthError::internal)?;
-        Ok(Arc::new(Self { keys: KeyRing::new(store.clone()), store, config, mailer, csrf_key, fetcher }))
+        let provider_keys = federation::ProviderKeys::new(config.jwks_cache_ttl, config.jwks_refetch_interval);
+        Ok(Arc::new(Self {
+            keys: KeyRing::new(store.clone()),
+            store,
+            config,
+            mailer,
+            csrf_key,
+            fetcher,
+            provider_keys,
+        }))
     }
 
     /// Finds a client by id; an `https://` id is a Client ID Metadata Document URL, fetched when needed.

@@ -29,6 +29,8 @@ pub struct TokenForm {
     refresh_token: Option<String>,
     scope: Option<String>,
     resource: Option<String>,
+    #[serde(flatten)]
+    exchange: crate::exchange::ExchangeParams,
 }
 
 pub async fn token(
@@ -58,10 +60,16 @@ pub async fn token(
             GrantType::AuthorizationCode => authorization_code(&server, &client, &form).await,
             GrantType::RefreshToken => refresh(&server, &client, &form).await,
             GrantType::ClientCredentials => client_credentials(&server, &client, &form).await,
-            GrantType::TokenExchange => Err(OAuthError::new(
-                ErrorCode::UnsupportedGrantType,
-                "token exchange is not enabled on this server yet",
-            )),
+            GrantType::TokenExchange => {
+                crate::exchange::exchange(
+                    &server,
+                    &client,
+                    &form.exchange,
+                    form.scope.as_deref(),
+                    form.resource.as_deref(),
+                )
+                .await
+            }
         }
     }
     .await;
@@ -131,6 +139,10 @@ async fn authorization_code(server: &AuthServer, client: &Client, form: &TokenFo
         nonce: stored.nonce.as_deref(),
         auth_time: grant.auth_time,
         resource: grant.resource.as_deref(),
+        lifetime: None,
+        civic_profile: None,
+        civic_account: None,
+        with_id_token: true,
     };
     server.issue_tokens(issue, refresh_token).await
 }
@@ -199,6 +211,10 @@ async fn refresh(server: &AuthServer, client: &Client, form: &TokenForm) -> OAut
         nonce: None,
         auth_time: grant.auth_time,
         resource: grant.resource.as_deref(),
+        lifetime: None,
+        civic_profile: None,
+        civic_account: None,
+        with_id_token: true,
     };
     server.issue_tokens(issue, Some(refresh_token)).await
 }
@@ -231,6 +247,10 @@ async fn client_credentials(server: &AuthServer, client: &Client, form: &TokenFo
         nonce: None,
         auth_time: now(),
         resource: form.resource.as_deref(),
+        lifetime: None,
+        civic_profile: None,
+        civic_account: None,
+        with_id_token: false,
     };
     server.issue_tokens(issue, None).await
 }

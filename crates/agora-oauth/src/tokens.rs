@@ -31,6 +31,11 @@ pub struct AccessClaims {
     /// The grant (sign-in of this user to this client) the token descends from; revoking it revokes the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// Profile the token is locked to (set by token exchange).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub civic_profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub civic_account: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -55,6 +60,9 @@ pub struct IdClaims {
 #[derive(Serialize)]
 pub struct TokenResponse {
     pub access_token: String,
+    /// RFC 8693 §2.2.1: present on token-exchange responses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
     pub token_type: &'static str,
     pub expires_in: i64,
     pub scope: String,
@@ -74,6 +82,12 @@ pub struct Issue<'a> {
     pub nonce: Option<&'a str>,
     pub auth_time: i64,
     pub resource: Option<&'a str>,
+    /// Seconds the access token lives; `None` means the configured default.
+    pub lifetime: Option<i64>,
+    pub civic_profile: Option<&'a str>,
+    pub civic_account: Option<&'a str>,
+    /// Whether an ID token accompanies the access token (sign-in flows; not exchange or client credentials).
+    pub with_id_token: bool,
 }
 
 /// `at_hash` (OIDC Core §3.1.3.6): left half of the access token's hash, with the hash of the ID token's algorithm.
@@ -107,6 +121,7 @@ impl AuthServer {
     ) -> OAuthResult<TokenResponse> {
         let now = now();
         let config = &self.config;
+        let lifetime = issue.lifetime.unwrap_or(config.access_token_ttl);
         let mut aud = config.audiences.clone();
         if let Some(resource) = issue.resource.filter(|r| !aud.iter().any(|a| a == r)) {
             aud.push(resource.to_owned());
@@ -118,14 +133,16 @@ impl AuthServer {
             client_id: issue.client.id.clone(),
             scope: issue.scope.to_string(),
             iat: now,
-            exp: now + config.access_token_ttl,
+            exp: now + lifetime,
             jti: uuid::Uuid::new_v4().to_string(),
             sid: issue.grant_id.map(str::to_owned),
+            civic_profile: issue.civic_profile.map(str::to_owned),
+            civic_account: issue.civic_account.map(str::to_owned),
         };
         let key = self.keys.active().await.map_err(OAuthError::internal)?;
         let access_token = key.sign(&claims, ACCESS_TOKEN_TYP).map_err(OAuthError::internal)?;
         let id_token = match issue.user {
-            Some(user) if issue.scope.contains("openid") => {
+            Some(user) if issue.with_id_token && issue.scope.contains("openid") => {
                 let id_claims = IdClaims {
                     iss: config.issuer(),
                     sub: user.id.clone(),
@@ -144,8 +161,9 @@ impl AuthServer {
         };
         Ok(TokenResponse {
             access_token,
+            issued_token_type: None,
             token_type: "Bearer",
-            expires_in: config.access_token_ttl,
+            expires_in: lifetime,
             scope: issue.scope.to_string(),
             refresh_token,
             id_token,

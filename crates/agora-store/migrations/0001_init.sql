@@ -9,7 +9,7 @@ CREATE TABLE settings (
 
 CREATE TABLE users (
     id TEXT PRIMARY KEY,
-    email TEXT NOT NULL UNIQUE,
+    email TEXT UNIQUE,
     email_verified BIGINT NOT NULL,
     name TEXT,
     given_name TEXT,

@@ -5,6 +5,7 @@
 //! engines accept (`$n` parameters, `RETURNING`, `ON CONFLICT`), and store times as Unix seconds.
 
 mod clients;
+mod federation;
 mod grants;
 mod keys;
 pub mod secret;
@@ -20,6 +21,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, AssertSqlSafe, Executor, SqlSafeStr};
 
 pub use clients::NewClient;
+pub use federation::ExternalProfile;
 pub use grants::{AuthRequest, CodeRedemption, Grant, RefreshRotation, StoredCode};
 pub use keys::{NewKey, StoredKey};
 pub use secret::{MasterKey, SecretBox, SecretError};
@@ -158,6 +160,7 @@ impl Store {
             "DELETE FROM browser_sessions WHERE expires_at < $1",
             "DELETE FROM login_codes WHERE expires_at < $1",
             "DELETE FROM rate_limits WHERE window_start < $1 - 86400",
+            "DELETE FROM exchanged_subject_tokens WHERE expires_at < $1",
         ];
         let mut purged = 0;
         for sql in statements {
@@ -169,7 +172,10 @@ impl Store {
 
 /// The single migration source, rewritten for the engine's byte type.
 fn migrator(backend: Backend) -> Migrator {
-    let sources = [(1, "init", include_str!("../migrations/0001_init.sql"))];
+    let sources = [
+        (1, "init", include_str!("../migrations/0001_init.sql")),
+        (2, "federation", include_str!("../migrations/0002_federation.sql")),
+    ];
     let migrations = sources
         .into_iter()
         .map(|(version, description, sql)| {

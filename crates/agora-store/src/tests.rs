@@ -167,7 +167,8 @@ async fn rate_limits_count_per_bucket_and_window() {
 #[tokio::test]
 async fn duplicate_emails_conflict_and_signing_keys_are_sealed() {
     for store in stores().await {
-        let new = || NewUser { email: "dup@x.test".into(), email_verified: false, name: None, password_hash: None };
+        let new =
+            || NewUser { email: Some("dup@x.test".into()), email_verified: false, name: None, password_hash: None };
         store.create_user(new(), 1).await.unwrap();
         assert!(matches!(store.create_user(new(), 1).await, Err(StoreError::Conflict(_))));
 

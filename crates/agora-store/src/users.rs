@@ -5,7 +5,7 @@ use sqlx::Row as _;
 use crate::{Result, Row, Store, StoreError, conflict_as};
 
 pub struct NewUser {
-    pub email: String,
+    pub email: Option<String>,
     pub email_verified: bool,
     pub name: Option<String>,
     pub password_hash: Option<String>,

@@ -19,6 +19,56 @@ pub enum AdminCommand {
     /// OAuth clients (applications).
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Identity providers whose tokens a client may exchange (RFC 8693).
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ProviderCommand {
+    /// Let CLIENT exchange tokens from an identity provider; enables token exchange on the client.
+    Add {
+        #[arg(long)]
+        client: String,
+        /// google, auth0, entra, okta (fill issuer and JWKS URL), or custom.
+        #[arg(long, default_value = "custom")]
+        preset: String,
+        /// Auth0/Okta domain or Entra tenant id, for presets that need one.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Must equal the tokens' `iss` exactly (custom providers).
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long)]
+        jwks_uri: Option<String>,
+        /// A PEM public key file, instead of a JWKS URL.
+        #[arg(long)]
+        public_key_file: Option<std::path::PathBuf>,
+        /// When set, must be among the tokens' `aud` (for Google: your OAuth client id).
+        #[arg(long)]
+        audience: Option<String>,
+        /// Accepted signature algorithm (repeatable) [default: RS256].
+        #[arg(long = "alg")]
+        algorithms: Vec<String>,
+        /// Scopes an exchange grants when it asks for none.
+        #[arg(long, default_value = "openid email profile")]
+        default_scopes: String,
+        /// Longest lifetime of exchanged tokens, 60–86400 seconds.
+        #[arg(long, default_value_t = 3600)]
+        max_token_lifetime: i64,
+        /// Attach a first exchange to an existing user with the same verified email.
+        #[arg(long)]
+        link_by_email: bool,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List identity providers (of one client, or all).
+    List {
+        #[arg(long)]
+        client: Option<String>,
+    },
+    /// Remove an identity provider.
+    Remove { id: String },
 }
 
 #[derive(Subcommand)]
@@ -64,6 +114,9 @@ pub enum ClientCommand {
         /// Allowed post-logout redirect URI (repeatable).
         #[arg(long = "post-logout-redirect-uri")]
         post_logout_redirect_uris: Vec<String>,
+        /// Allow RFC 8693 token exchange (also enabled by `agora admin provider add`).
+        #[arg(long)]
+        token_exchange: bool,
     },
     /// List clients.
     List,
@@ -115,9 +168,9 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
         AdminCommand::User(UserCommand::Create { email: raw, name, password_stdin }) => {
             let email = email(&raw)?;
             let (password, generated) = read_password(password_stdin)?;
-            let new = NewUser { email, email_verified: true, name, password_hash: Some(hash(&password)?) };
+            let new = NewUser { email: Some(email), email_verified: true, name, password_hash: Some(hash(&password)?) };
             let user = store.create_user(new, now).await?;
-            println!("created user {} ({})", user.email, user.id);
+            println!("created user {} ({})", user.email.unwrap_or_default(), user.id);
             if generated {
                 println!("password: {password}   (shown once)");
             }
@@ -125,7 +178,13 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
         AdminCommand::User(UserCommand::List) => {
             for user in store.list_users().await? {
                 let status = if user.disabled { "disabled" } else { "active" };
-                println!("{}\t{}\t{}\t{}", user.id, user.email, user.name.unwrap_or_default(), status);
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    user.id,
+                    user.email.unwrap_or_default(),
+                    user.name.unwrap_or_default(),
+                    status
+                );
             }
         }
         AdminCommand::User(UserCommand::SetPassword { email: raw, password_stdin }) => {
@@ -133,7 +192,7 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
                 store.user_by_email(&email(&raw)?).await?.ok_or_else(|| AppError::Usage(format!("no user {raw}")))?;
             let (password, generated) = read_password(password_stdin)?;
             store.set_password_hash(&user.id, &hash(&password)?, now).await?;
-            println!("password updated for {}", user.email);
+            println!("password updated for {raw}");
             if generated {
                 println!("password: {password}   (shown once)");
             }
@@ -142,9 +201,15 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
             let user =
                 store.user_by_email(&email(&raw)?).await?.ok_or_else(|| AppError::Usage(format!("no user {raw}")))?;
             store.disable_user(&user.id, now).await?;
-            println!("disabled {}; their sessions and tokens are revoked", user.email);
+            println!("disabled {raw}; their sessions and tokens are revoked");
         }
-        AdminCommand::Client(ClientCommand::Create { name, public, redirect_uris, post_logout_redirect_uris }) => {
+        AdminCommand::Client(ClientCommand::Create {
+            name,
+            public,
+            redirect_uris,
+            post_logout_redirect_uris,
+            token_exchange,
+        }) => {
             for uri in redirect_uris.iter().chain(&post_logout_redirect_uris) {
                 validate_redirect_uri(uri).map_err(|e| AppError::Usage(e.to_string()))?;
             }
@@ -152,6 +217,12 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
             let mut grant_types = vec![GrantType::AuthorizationCode, GrantType::RefreshToken];
             if !public {
                 grant_types.push(GrantType::ClientCredentials);
+            }
+            if token_exchange {
+                if public {
+                    return Err(AppError::Usage("token exchange needs a confidential client".into()));
+                }
+                grant_types.push(GrantType::TokenExchange);
             }
             let client = store
                 .create_client(
@@ -186,6 +257,7 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
                 );
             }
         }
+        AdminCommand::Provider(command) => provider_command(&store, command, now).await?,
         AdminCommand::Client(ClientCommand::Revoke { client_id }) => {
             if !store.revoke_client(&client_id, now).await? {
                 return Err(AppError::Usage(format!("no client {client_id}")));
@@ -194,6 +266,92 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
         }
     }
     store.close().await;
+    Ok(())
+}
+
+async fn provider_command(store: &agora_store::Store, command: ProviderCommand, now: i64) -> Result<(), AppError> {
+    use agora_core::federation::{IdentityProvider, KeySource, preset};
+    let usage = |e: &dyn std::fmt::Display| AppError::Usage(e.to_string());
+    match command {
+        ProviderCommand::Add {
+            client,
+            preset: preset_name,
+            tenant,
+            issuer,
+            jwks_uri,
+            public_key_file,
+            audience,
+            algorithms,
+            default_scopes,
+            max_token_lifetime,
+            link_by_email,
+            name,
+        } => {
+            let found =
+                store.client_by_id(&client).await?.ok_or_else(|| AppError::Usage(format!("no client {client}")))?;
+            if found.is_public() {
+                return Err(AppError::Usage("token exchange needs a confidential client".into()));
+            }
+            let (preset_label, issuer, jwks_uri) = match preset_name.as_str() {
+                "custom" => ("Custom".to_owned(), issuer, jwks_uri),
+                other => {
+                    let p = preset(other, tenant.as_deref()).map_err(|e| usage(&e))?;
+                    // A preset's JWKS URL gives way to an explicit key file.
+                    let jwks_uri = public_key_file.is_none().then_some(p.jwks_uri);
+                    (p.name.to_owned(), Some(p.issuer), jwks_uri)
+                }
+            };
+            let issuer = issuer.ok_or_else(|| AppError::Usage("--issuer is required for custom providers".into()))?;
+            let algorithms = if algorithms.is_empty() { vec!["RS256".to_owned()] } else { algorithms };
+            let keys = match (jwks_uri, public_key_file) {
+                (Some(uri), None) => KeySource::JwksUri(uri),
+                (None, Some(path)) => {
+                    let pem = std::fs::read_to_string(&path).map_err(|source| AppError::Io {
+                        context: format!("cannot read {}", path.display()),
+                        source,
+                    })?;
+                    if !agora_oauth::check_static_key(&pem, &algorithms) {
+                        return Err(AppError::Usage(
+                            "the public key does not parse for the accepted algorithms".into(),
+                        ));
+                    }
+                    KeySource::Pem(pem)
+                }
+                _ => return Err(AppError::Usage("give exactly one of --jwks-uri and --public-key-file".into())),
+            };
+            agora_core::scope::Scopes::parse(&default_scopes).map_err(|e| usage(&e))?;
+            let provider = IdentityProvider {
+                id: uuid::Uuid::new_v4().to_string(),
+                client_id: client,
+                name: name.unwrap_or(preset_label),
+                issuer,
+                audience,
+                keys,
+                algorithms,
+                default_scopes,
+                max_token_lifetime,
+                link_by_email,
+            };
+            provider.validate().map_err(|e| usage(&e))?;
+            store.create_identity_provider(&provider, now).await?;
+            println!("added provider {} ({}) to client {}", provider.id, provider.issuer, provider.client_id);
+        }
+        ProviderCommand::List { client } => {
+            for p in store.identity_providers(client.as_deref()).await? {
+                let keys = match &p.keys {
+                    KeySource::JwksUri(uri) => uri.clone(),
+                    KeySource::Pem(_) => "static PEM key".to_owned(),
+                };
+                println!("{}\t{}\t{}\t{}\t{}\t{}", p.id, p.client_id, p.name, p.issuer, keys, p.algorithms.join(","));
+            }
+        }
+        ProviderCommand::Remove { id } => {
+            if !store.delete_identity_provider(&id).await? {
+                return Err(AppError::Usage(format!("no provider {id}")));
+            }
+            println!("removed provider {id}");
+        }
+    }
     Ok(())
 }
 

@@ -57,6 +57,8 @@ struct FileConfig {
     allow_loopback_fetch: Option<bool>,
     smtp_url: Option<String>,
     mail_from: Option<String>,
+    jwks_cache_ttl: Option<u64>,
+    jwks_refetch_interval: Option<u64>,
     log: Option<String>,
 }
 
@@ -81,6 +83,10 @@ pub struct Config {
     /// Outgoing mail server (`smtps://user:pass@host`, `smtp://host:587?tls=required`); unset = dev mailbox.
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
+    /// Seconds a federated provider's JWKS is cached.
+    pub jwks_cache_ttl: u64,
+    /// Least seconds between two fetches of one provider's JWKS.
+    pub jwks_refetch_interval: u64,
     pub log: String,
 }
 
@@ -166,6 +172,10 @@ impl Config {
                 .unwrap_or(false),
             smtp_url: env("AGORA_SMTP_URL").or(file.smtp_url),
             mail_from: env("AGORA_MAIL_FROM").or(file.mail_from),
+            jwks_cache_ttl: env_parse("AGORA_JWKS_CACHE_TTL")?.or(file.jwks_cache_ttl).unwrap_or(3600),
+            jwks_refetch_interval: env_parse("AGORA_JWKS_REFETCH_INTERVAL")?
+                .or(file.jwks_refetch_interval)
+                .unwrap_or(30),
             log: env("AGORA_LOG").or(file.log).unwrap_or_else(|| "info".to_owned()),
             master_key: env("AGORA_MASTER_KEY").or(file.master_key),
             data_dir,

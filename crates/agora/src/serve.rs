@@ -91,7 +91,7 @@ async fn bootstrap_admin(store: &agora_store::Store) -> Result<(), AppError> {
     let user = match store
         .create_user(
             NewUser {
-                email: INITIAL_ADMIN_EMAIL.into(),
+                email: Some(INITIAL_ADMIN_EMAIL.into()),
                 email_verified: true,
                 name: Some("Administrator".into()),
                 password_hash: Some(hash),
