@@ -193,21 +193,17 @@ impl Store {
             }
             None => None,
         };
-        let user_id = match decide_identity(
-            linked.as_deref(),
-            same_email.as_deref(),
-            profile.email_verified,
-            link_by_email,
-        ) {
-            IdentityDecision::Linked(user_id) => user_id,
-            IdentityDecision::LinkExisting(user_id) => {
-                self.link_identity(issuer, subject, &user_id, now).await?;
-                user_id
-            }
-            IdentityDecision::Create { with_email } => {
-                let user_id = uuid::Uuid::new_v4().to_string();
-                let mut tx = self.pool().begin().await?;
-                sqlx::query(
+        let user_id =
+            match decide_identity(linked.as_deref(), same_email.as_deref(), profile.email_verified, link_by_email) {
+                IdentityDecision::Linked(user_id) => user_id,
+                IdentityDecision::LinkExisting(user_id) => {
+                    self.link_identity(issuer, subject, &user_id, now).await?;
+                    user_id
+                }
+                IdentityDecision::Create { with_email } => {
+                    let user_id = uuid::Uuid::new_v4().to_string();
+                    let mut tx = self.pool().begin().await?;
+                    sqlx::query(
                     "INSERT INTO users (id, email, email_verified, name, picture, disabled, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, 0, $6, $6)",
                 )
@@ -220,7 +216,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(conflict_as("a user with this email"))?;
-                sqlx::query(
+                    sqlx::query(
                     "INSERT INTO federated_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
                 )
                 .bind(issuer)
@@ -230,10 +226,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(conflict_as("the external identity"))?;
-                tx.commit().await.map_err(conflict_as("the external identity"))?;
-                user_id
-            }
-        };
+                    tx.commit().await.map_err(conflict_as("the external identity"))?;
+                    user_id
+                }
+            };
         self.refresh_external_profile(&user_id, profile, now).await?;
         self.user_by_id(&user_id)
             .await?

@@ -10,6 +10,7 @@ mod grants;
 mod keys;
 pub mod secret;
 mod sessions;
+mod upstreams;
 mod users;
 
 use std::borrow::Cow;
@@ -25,6 +26,7 @@ pub use federation::ExternalProfile;
 pub use grants::{AuthRequest, CodeRedemption, Grant, RefreshRotation, StoredCode};
 pub use keys::{NewKey, StoredKey};
 pub use secret::{MasterKey, SecretBox, SecretError};
+pub use upstreams::{UpstreamServer, UpstreamTransport};
 pub use users::NewUser;
 
 #[derive(Debug, thiserror::Error)]
@@ -175,13 +177,14 @@ fn migrator(backend: Backend) -> Migrator {
     let sources = [
         (1, "init", include_str!("../migrations/0001_init.sql")),
         (2, "federation", include_str!("../migrations/0002_federation.sql")),
+        (3, "upstreams", include_str!("../migrations/0003_upstreams.sql")),
     ];
     let migrations = sources
         .into_iter()
         .map(|(version, description, sql)| {
             let sql = match backend {
                 Backend::Sqlite => sql.to_owned(),
-                Backend::Postgres => sql.replace(" BLOB ", " BYTEA "),
+                Backend::Postgres => sql.replace(" BLOB ", " BYTEA ").replace(" BLOB,", " BYTEA,"),
             };
             Migration::new(
                 version,

@@ -22,6 +22,46 @@ pub enum AdminCommand {
     /// Identity providers whose tokens a client may exchange (RFC 8693).
     #[command(subcommand)]
     Provider(ProviderCommand),
+    /// Upstream MCP servers the hub serves.
+    #[command(subcommand)]
+    Server(ServerCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ServerCommand {
+    /// Add a remote (--url) or local stdio (--command) MCP server.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// Streamable HTTP endpoint of a remote server.
+        #[arg(long, conflicts_with = "command")]
+        url: Option<String>,
+        /// Extra request header for a remote server, NAME=VALUE (repeatable; stored encrypted).
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Program of a local server, started on demand and spoken to over stdio.
+        #[arg(long)]
+        command: Option<String>,
+        /// Argument for --command (repeatable).
+        #[arg(long = "arg", allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// Environment variable for --command, NAME=VALUE (repeatable; stored encrypted). Nothing else is inherited but PATH.
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// Prefix of its tool names [default: the server name].
+        #[arg(long, conflicts_with = "no_prefix")]
+        prefix: Option<String>,
+        /// Expose its tool names as they are.
+        #[arg(long)]
+        no_prefix: bool,
+        /// Per-call timeout in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: i64,
+    },
+    /// List upstream servers.
+    List,
+    /// Remove an upstream server (by name or id).
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -258,6 +298,7 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
             }
         }
         AdminCommand::Provider(command) => provider_command(&store, command, now).await?,
+        AdminCommand::Server(command) => server_command(&store, command, now).await?,
         AdminCommand::Client(ClientCommand::Revoke { client_id }) => {
             if !store.revoke_client(&client_id, now).await? {
                 return Err(AppError::Usage(format!("no client {client_id}")));
@@ -350,6 +391,74 @@ async fn provider_command(store: &agora_store::Store, command: ProviderCommand, 
                 return Err(AppError::Usage(format!("no provider {id}")));
             }
             println!("removed provider {id}");
+        }
+    }
+    Ok(())
+}
+
+fn pairs(values: &[String], what: &str) -> Result<std::collections::BTreeMap<String, String>, AppError> {
+    values
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+            _ => Err(AppError::Usage(format!("{what} `{pair}` must look like NAME=VALUE"))),
+        })
+        .collect()
+}
+
+async fn server_command(store: &agora_store::Store, command: ServerCommand, now: i64) -> Result<(), AppError> {
+    use agora_store::{UpstreamServer, UpstreamTransport};
+    match command {
+        ServerCommand::Add { name, url, headers, command, args, env, prefix, no_prefix, timeout_ms } => {
+            let valid_name = |s: &str| {
+                !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            };
+            if !valid_name(&name) {
+                return Err(AppError::Usage("--name may hold letters, digits, - and _ (at most 64)".into()));
+            }
+            let transport = match (url, command) {
+                (Some(url), None) => {
+                    let parsed = url::Url::parse(&url).map_err(|e| AppError::Usage(format!("--url: {e}")))?;
+                    if !matches!(parsed.scheme(), "http" | "https") {
+                        return Err(AppError::Usage("--url must be http(s)".into()));
+                    }
+                    UpstreamTransport::Http { url, headers: pairs(&headers, "--header")? }
+                }
+                (None, Some(command)) => UpstreamTransport::Stdio { command, args, env: pairs(&env, "--env")? },
+                _ => return Err(AppError::Usage("give exactly one of --url and --command".into())),
+            };
+            let tool_prefix = if no_prefix { None } else { Some(prefix.unwrap_or_else(|| name.clone())) };
+            if tool_prefix.as_deref().is_some_and(|p| !valid_name(p)) {
+                return Err(AppError::Usage("--prefix may hold letters, digits, - and _".into()));
+            }
+            if !(100..=600_000).contains(&timeout_ms) {
+                return Err(AppError::Usage("--timeout-ms must be between 100 and 600000".into()));
+            }
+            let server =
+                UpstreamServer { id: uuid::Uuid::new_v4().to_string(), name, transport, tool_prefix, timeout_ms };
+            store.create_upstream(&server, now).await?;
+            println!("added upstream {} ({})", server.name, server.id);
+        }
+        ServerCommand::List => {
+            for server in store.upstreams().await? {
+                let target = match &server.transport {
+                    UpstreamTransport::Http { url, .. } => url.clone(),
+                    UpstreamTransport::Stdio { command, args, .. } => format!("{command} {}", args.join(" ")),
+                };
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    server.id,
+                    server.name,
+                    server.tool_prefix.unwrap_or_default(),
+                    target.trim()
+                );
+            }
+        }
+        ServerCommand::Remove { name } => {
+            if !store.delete_upstream(&name).await? {
+                return Err(AppError::Usage(format!("no upstream {name}")));
+            }
+            println!("removed upstream {name}");
         }
     }
     Ok(())

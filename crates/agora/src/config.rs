@@ -59,6 +59,7 @@ struct FileConfig {
     mail_from: Option<String>,
     jwks_cache_ttl: Option<u64>,
     jwks_refetch_interval: Option<u64>,
+    demo_upstream: Option<bool>,
     log: Option<String>,
 }
 
@@ -87,6 +88,8 @@ pub struct Config {
     pub jwks_cache_ttl: u64,
     /// Least seconds between two fetches of one provider's JWKS.
     pub jwks_refetch_interval: u64,
+    /// Serve the built-in demo upstream (echo, time, calculator) through the hub.
+    pub demo_upstream: bool,
     pub log: String,
 }
 
@@ -176,7 +179,8 @@ impl Config {
             jwks_refetch_interval: env_parse("AGORA_JWKS_REFETCH_INTERVAL")?
                 .or(file.jwks_refetch_interval)
                 .unwrap_or(30),
-            log: env("AGORA_LOG").or(file.log).unwrap_or_else(|| "info".to_owned()),
+            demo_upstream: env_parse("AGORA_DEMO_UPSTREAM")?.or(file.demo_upstream).unwrap_or(true),
+            log: env("AGORA_LOG").or(file.log).unwrap_or_else(|| "info,rmcp=warn".to_owned()),
             master_key: env("AGORA_MASTER_KEY").or(file.master_key),
             data_dir,
             listen,

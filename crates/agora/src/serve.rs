@@ -18,6 +18,8 @@ use crate::{AppError, oauth_config, open_store};
 
 /// Request bodies larger than this are refused with 413 before any handler reads them.
 const MAX_BODY_BYTES: usize = 64 * 1024;
+/// MCP messages (tool arguments) may be larger than OAuth forms.
+const MAX_MCP_BODY_BYTES: usize = 4 * 1024 * 1024;
 const INITIAL_ADMIN_EMAIL: &str = "admin@localhost";
 const INITIAL_ADMIN_SETTING: &str = "initial_admin_user_id";
 
@@ -47,10 +49,13 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
     bootstrap_admin(&store).await?;
 
+    let hub_config = agora_hub::HubConfig { max_body_bytes: MAX_MCP_BODY_BYTES, demo_upstream: config.demo_upstream };
+    let hub = agora_hub::Hub::new(server.clone(), store.clone(), &hub_config);
     let app = Router::new()
         .route("/", get(home))
         .route("/healthz", get(|| async { "ok" }))
         .merge(agora_oauth::router(server.clone()))
+        .merge(agora_hub::router(hub.clone(), &hub_config))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
@@ -62,11 +67,13 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let upkeep = tokio::spawn(upkeep(server.clone()));
     println!("agora listening on {}", public_url.as_str().trim_end_matches('/'));
     println!("  issuer: {}", server.config.issuer());
+    println!("  hub:    {}{}", public_url.as_str().trim_end_matches('/'), agora_hub::HUB_PATH);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|source| AppError::Io { context: "server failed".into(), source })?;
     upkeep.abort();
+    hub.shutdown().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -1,0 +1,142 @@
+//! The MCP hub at `{base}/hub/mcp`: bearer authentication on every request, then one MCP server
+//! (rmcp's Streamable HTTP transport) whose tools are the union of the upstream servers'.
+//!
+//! rmcp types stay inside this crate; the rest of agora sees `router` and `HubConfig`.
+
+mod demo;
+mod handler;
+mod upstream;
+
+use std::sync::Arc;
+
+use agora_oauth::AuthServer;
+use agora_store::Store;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+pub use upstream::UpstreamPool;
+
+pub const HUB_PATH: &str = "/hub/mcp";
+const METADATA_PATH: &str = "/.well-known/oauth-protected-resource/hub/mcp";
+
+pub struct HubConfig {
+    pub max_body_bytes: usize,
+    pub demo_upstream: bool,
+}
+
+pub struct Hub {
+    auth: Arc<AuthServer>,
+    pool: Arc<UpstreamPool>,
+    shutdown: CancellationToken,
+}
+
+impl Hub {
+    pub fn new(auth: Arc<AuthServer>, store: Store, config: &HubConfig) -> Arc<Self> {
+        Arc::new(Self {
+            auth,
+            pool: Arc::new(UpstreamPool::new(store, config.demo_upstream)),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    fn resource(&self) -> String {
+        format!("{}{HUB_PATH}", self.auth.config.base())
+    }
+
+    fn metadata_url(&self) -> String {
+        format!("{}{METADATA_PATH}", self.auth.config.base())
+    }
+
+    /// Ends open streams and stops every upstream connection (stdio children are killed).
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.pool.shutdown().await;
+    }
+}
+
+/// `/hub/mcp` and its RFC 9728 protected-resource metadata.
+pub fn router(hub: Arc<Hub>, config: &HubConfig) -> Router {
+    let base = url::Url::parse(hub.auth.config.base()).expect("the public URL parses");
+    let authority = match base.port() {
+        Some(port) => format!("{}:{port}", base.host_str().unwrap_or_default()),
+        None => base.host_str().unwrap_or_default().to_owned(),
+    };
+    let origin = base.origin().ascii_serialization();
+    let handler = handler::HubHandler { pool: hub.pool.clone() };
+    let mcp = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default()
+            // Stateless: any replica answers any request; nothing to lose on restart.
+            .with_legacy_session_mode(false)
+            .with_json_response(true)
+            .with_max_request_body_bytes(config.max_body_bytes)
+            // DNS-rebinding protection: only our own host, only our own origin.
+            .with_allowed_hosts([base.host_str().unwrap_or_default().to_owned(), authority])
+            .with_allowed_origins([origin])
+            .with_cancellation_token(hub.shutdown.child_token()),
+    );
+    Router::new()
+        .route(METADATA_PATH, get(protected_resource_metadata))
+        .nest_service(HUB_PATH, mcp)
+        .layer(axum::middleware::from_fn_with_state(hub.clone(), authenticate))
+        .with_state(hub)
+}
+
+async fn protected_resource_metadata(State(hub): State<Arc<Hub>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "resource": hub.resource(),
+        "authorization_servers": [hub.auth.config.issuer()],
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": ["openid", "email", "profile", "offline_access", "mcp:tools"],
+        "resource_name": "agora MCP hub",
+    }))
+}
+
+/// Bearer authentication for `/hub/mcp`: a verified access token or 401 pointing at the metadata.
+async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with(HUB_PATH) {
+        return next.run(request).await;
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    let Some(token) = token else {
+        return unauthorized(&hub, None);
+    };
+    match hub.auth.verify_access_token(&token).await {
+        Ok(claims) => {
+            request.extensions_mut().insert(claims);
+            next.run(request).await
+        }
+        Err(reason) => unauthorized(&hub, Some(&reason)),
+    }
+}
+
+fn unauthorized(hub: &Hub, error: Option<&str>) -> Response {
+    let mut challenge = format!("Bearer resource_metadata=\"{}\"", hub.metadata_url());
+    if let Some(error) = error {
+        challenge.push_str(&format!(", error=\"invalid_token\", error_description=\"{}\"", error.replace('"', "'")));
+    }
+    let body = json!({
+        "error": if error.is_some() { "invalid_token" } else { "invalid_request" },
+        "error_description": error.unwrap_or("a bearer token is required"),
+    });
+    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}

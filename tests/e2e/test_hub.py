@@ -1,0 +1,123 @@
+"""The hub at /hub/mcp, driven by the official MCP Python SDK: bearer authentication, the union of
+tools from the built-in demo, a stdio upstream and a remote HTTP upstream, and calls routed to each."""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx2
+import pytest
+import requests
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from agora import Agora
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def hub():
+    server = Agora("sqlite", env={"AGORA_LOG": "info,rmcp=warn"})
+    port = free_port()
+    remote = subprocess.Popen([sys.executable, os.path.join(FIXTURES, "notes_server.py"), "--http", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    server.cli("admin", "server", "add", "--name", "remote", "--url", f"http://127.0.0.1:{port}/mcp")
+    server.cli("admin", "server", "add", "--name", "local", "--command", sys.executable,
+               "--arg", os.path.join(FIXTURES, "notes_server.py"), "--env", "NOTES_SECRET=s3cret")
+    creds = server.create_client(name="hub-test")
+    token = requests.post(server.url("/oauth/token"), data={"grant_type": "client_credentials", "scope": "mcp:tools"},
+                          auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+    server.token = token
+    yield server
+    remote.terminate()
+    remote.wait(timeout=10)
+    server.close()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def with_client(hub, token, action):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        async with Client(streamable_http_client(hub.url("/hub/mcp"), http_client=http)) as client:
+            return await action(client)
+
+
+def test_sdk_lists_and_calls_tools_from_every_upstream(hub):
+    async def scenario(client):
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        assert {"demo_echo", "demo_calculate", "demo_current_time"} <= names
+        assert {"local_add_note", "local_environment", "remote_add_note", "remote_environment"} <= names
+        product = await client.call_tool("demo_calculate", {"a": 6, "b": 7, "operation": "multiply"})
+        local = await client.call_tool("local_add_note", {"text": "from stdio"})
+        remote = await client.call_tool("remote_add_note", {"text": "from http"})
+        env = await client.call_tool("local_environment", {})
+        return product, local, remote, env
+
+    product, local, remote, env = run(with_client(hub, hub.token, scenario))
+    assert product.content[0].text == "42" and not product.is_error
+    assert local.content[0].text.endswith("notes") and remote.content[0].text.endswith("notes")
+    # The stdio child sees only what was configured: no AGORA_* variables leak from the hub.
+    assert env.content[0].text == "NOTES_SECRET"
+
+
+def test_unknown_tools_and_upstream_crashes(hub):
+    async def scenario(client):
+        try:
+            await client.call_tool("local_does_not_exist", {})
+            unknown = None
+        except Exception as e:  # the SDK raises for JSON-RPC errors
+            unknown = e
+        crashed = await client.call_tool("local_crash", {})
+        after = await client.call_tool("local_add_note", {"text": "still here"})
+        return unknown, crashed, after
+
+    unknown, crashed, after = run(with_client(hub, hub.token, scenario))
+    assert unknown is not None and "Unknown tool" in str(unknown)
+    assert crashed.is_error, "a crashed upstream yields an error result for that call only"
+    assert not after.is_error, "the next call restarts the child"
+
+
+def test_unauthenticated_requests_get_401_with_metadata(hub):
+    r = requests.post(hub.url("/hub/mcp"), json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, timeout=10)
+    assert r.status_code == 401
+    challenge = r.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ") and 'resource_metadata="' in challenge
+    metadata_url = challenge.split('resource_metadata="')[1].split('"')[0]
+    metadata = requests.get(metadata_url, timeout=10).json()
+    assert metadata["resource"] == hub.url("/hub/mcp")
+    assert metadata["authorization_servers"] == [hub.issuer]
+    bad = requests.post(hub.url("/hub/mcp"), headers={"Authorization": "Bearer nope"}, json={}, timeout=10)
+    assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["WWW-Authenticate"]
+    with pytest.raises(Exception):
+        run(with_client(hub, None, lambda client: client.list_tools()))
+
+
+def test_no_child_process_survives_shutdown(hub):
+    run(with_client(hub, hub.token, lambda client: client.call_tool("local_add_note", {"text": "x"})))
+    fixture = os.path.join(FIXTURES, "notes_server.py")
+    children = lambda: subprocess.run(["pgrep", "-f", f"{fixture}$"], capture_output=True, text=True).stdout.split()
+    assert children(), "the stdio upstream runs while the hub uses it"
+    hub.stop()
+    time.sleep(0.5)
+    assert children() == [], "shutdown kills every stdio upstream"
+    hub.start()
