@@ -58,7 +58,7 @@ async fn client_and_user(store: &Store) -> (String, String) {
     let user = store
         .create_user(
             NewUser {
-                email: format!("{}@x.test", uuid::Uuid::new_v4()),
+                email: Some(format!("{}@x.test", uuid::Uuid::new_v4())),
                 email_verified: true,
                 name: None,
                 password_hash: None,
