@@ -87,11 +87,12 @@ class Agora:
                 self.admin_password = m.group(1)
             if m := re.match(r"agora listening on (\S+)", line):
                 self.base = m.group(1)
+            if m := re.match(r"\s+issuer: (\S+)", line):
+                self.issuer = m.group(1)
                 break
         else:
             raise RuntimeError("agora did not start in time")
         self.stdout = "".join(lines)
-        self.issuer = f"{self.base}/oauth/"
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -100,6 +101,7 @@ class Agora:
         self.log.close()
 
     def restart(self) -> None:
+        """Stops and starts again on the same address (so the issuer, and issued tokens, stay valid)."""
         self.stop()
         self.env["AGORA_LISTEN"] = self.base.removeprefix("http://")
         self.start()

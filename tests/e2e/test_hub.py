@@ -120,4 +120,48 @@ def test_no_child_process_survives_shutdown(hub):
     hub.stop()
     time.sleep(0.5)
     assert children() == [], "shutdown kills every stdio upstream"
-    hub.start()
+    hub.restart()
+
+
+def test_bad_input_gets_jsonrpc_errors(hub):
+    headers = {"Authorization": f"Bearer {hub.token}", "Content-Type": "application/json",
+               "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+    post = lambda body, **extra: requests.post(hub.url("/hub/mcp"), data=body, headers={**headers, **extra}, timeout=10)
+    cases = [
+        ("not json", {}, 400, -32700),
+        ('{"jsonrpc":"1.0","id":1,"method":"tools/list"}', {}, 400, -32600),
+        ('[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]', {}, 400, -32600),
+        ('{"jsonrpc":"2.0","id":1,"method":"nope/nope"}', {}, 200, -32601),
+        ('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"nope"}}', {}, 200, -32602),
+        ('{"jsonrpc":"2.0","id":1,"method":"tools/list"}', {"Origin": "https://evil.example"}, 403, -32600),
+        ('{"jsonrpc":"2.0","id":1,"method":"tools/list"}', {"MCP-Protocol-Version": "1999-01-01"}, 400, -32600),
+        ('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"demo_echo","arguments":{"text":"' + "x" * 5_000_000 + '"}}}', {}, 413, -32600),
+    ]
+    for body, extra, status, code in cases:
+        r = post(body, **extra)
+        assert r.status_code == status, (body[:60], r.status_code, r.text[:200])
+        assert r.json()["error"]["code"] == code, (body[:60], r.text[:200])
+    mismatch = post('{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}',
+                    **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call"})
+    assert mismatch.status_code == 400 and "does not match" in mismatch.json()["error"]["message"]
+    wrong_args = post('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"demo_echo","arguments":{"wrong":1}}}')
+    assert wrong_args.status_code == 200 and wrong_args.json()["result"]["isError"] is True
+
+
+def test_any_process_serves_any_request(hub):
+    """Stateless serving: what one process started, another process on the same database continues."""
+    # Replicas share the database and the configured public URL (and so the issuer).
+    second = Agora("sqlite", env={"AGORA_DATA_DIR": hub.data_dir, "AGORA_LOG": "warn", "AGORA_PUBLIC_URL": hub.base})
+    try:
+        headers = {"Authorization": f"Bearer {hub.token}", "Content-Type": "application/json",
+                   "Accept": "application/json, text/event-stream"}
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+        assert requests.post(hub.url("/hub/mcp"), json=init, headers=headers, timeout=10).status_code == 200
+        # The second process has its own origin (port); the token, issued by the first, verifies there too.
+        listed = requests.post(second.url("/hub/mcp"), json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+                               headers={**headers, "MCP-Protocol-Version": "2025-11-25"}, timeout=30)
+        assert listed.status_code == 200, listed.text
+        assert any(t["name"] == "local_add_note" for t in listed.json()["result"]["tools"])
+    finally:
+        second.stop()

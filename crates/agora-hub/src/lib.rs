@@ -87,8 +87,43 @@ pub fn router(hub: Arc<Hub>, config: &HubConfig) -> Router {
     Router::new()
         .route(METADATA_PATH, get(protected_resource_metadata))
         .nest_service(HUB_PATH, mcp)
+        .layer(axum::middleware::from_fn(jsonrpc_errors))
         .layer(axum::middleware::from_fn_with_state(hub.clone(), authenticate))
         .with_state(hub)
+}
+
+/// rmcp answers transport-level failures (unparseable body, forbidden origin, unsupported version,
+/// oversized body) in plain text; clients expect a JSON-RPC error body, so those are rewritten here.
+async fn jsonrpc_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if !status.is_client_error() || is_json || status == StatusCode::UNAUTHORIZED {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    // A body that is not JSON-RPC at all is a parse error / invalid request, and the client's fault.
+    let (status, code) = if text.starts_with("fail to deserialize") {
+        (StatusCode::BAD_REQUEST, if text.contains("unrecognized JSON-RPC") { -32600 } else { -32700 })
+    } else {
+        (parts.status, -32600)
+    };
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": text.trim()}});
+    let mut rewritten = (status, Json(body)).into_response();
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE] {
+        if let Some(value) = parts.headers.get(&name) {
+            rewritten.headers_mut().insert(name, value.clone());
+        }
+    }
+    rewritten
 }
 
 async fn protected_resource_metadata(State(hub): State<Arc<Hub>>) -> Json<serde_json::Value> {

@@ -65,9 +65,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         }));
 
     let upkeep = tokio::spawn(upkeep(server.clone()));
-    println!("agora listening on {}", public_url.as_str().trim_end_matches('/'));
+    println!("agora listening on http://{bound}");
     println!("  issuer: {}", server.config.issuer());
-    println!("  hub:    {}{}", public_url.as_str().trim_end_matches('/'), agora_hub::HUB_PATH);
+    println!("  hub:    {}{}", server.config.base(), agora_hub::HUB_PATH);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
