@@ -255,3 +255,15 @@ def test_link_by_verified_email(agora, idp):
     assert linked != unlinked
     users = agora.cli("admin", "user", "list")
     assert f"{linked}\t{email}" in users, "the verified identity joined the existing user"
+
+
+def test_disabled_users_lose_exchanged_tokens(agora, idp):
+    client = app(agora, idp)
+    email = f"gone.{secrets.token_hex(3)}@example.com"
+    sub = f"gone-{secrets.token_hex(3)}"
+    token = exchange(agora, client, idp.token(sub=sub, email=email, email_verified=True)).json()["access_token"]
+    userinfo = lambda: requests.get(agora.url("/oauth/userinfo"), headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert userinfo().status_code == 200
+    agora.cli("admin", "user", "disable", "--email", email)
+    assert userinfo().status_code == 401, "a disabled user's exchanged token stops working at once"
+    assert error_of(exchange(agora, client, idp.token(sub=sub))) == "invalid_grant"

@@ -471,7 +471,6 @@ pub async fn password_login(
             StatusCode::TOO_MANY_REQUESTS,
         );
     }
-    server.rate_hit(&ip_bucket).await;
     let found = match email.is_empty() {
         true => None,
         false => server.store.user_with_password(&email).await.unwrap_or_else(|e| {
@@ -493,6 +492,8 @@ pub async fn password_login(
     match user {
         Some(user) => signed_in(&server, &headers, &client, &request, &user).await,
         None => {
+            // Only failures count, so people behind one shared address can still sign in.
+            server.rate_hit(&ip_bucket).await;
             server.rate_hit(&account_bucket).await;
             tracing::info!(%ip, "failed password sign-in");
             login_page(

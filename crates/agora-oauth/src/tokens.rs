@@ -204,20 +204,11 @@ impl AuthServer {
         if typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
             return Err("not an access token".into());
         }
-        let revoked = async {
-            if self.store.access_token_revoked(&claims.jti).await? {
-                return Ok::<_, agora_store::StoreError>(true);
-            }
-            if let Some(sid) = &claims.sid {
-                if self.store.grant(sid).await?.is_none_or(|g| g.revoked) {
-                    return Ok(true);
-                }
-            }
-            Ok(self.store.client_by_id(&claims.client_id).await?.is_none_or(|c| c.revoked))
-        };
-        match revoked.await {
-            Ok(false) => Ok(claims),
-            Ok(true) => Err("token has been revoked".into()),
+        // Tokens a client holds for itself (client_credentials) have the client as subject and no user.
+        let user = (claims.sub != claims.client_id).then_some(claims.sub.as_str());
+        match self.store.access_token_live(&claims.jti, claims.sid.as_deref(), &claims.client_id, user).await {
+            Ok(true) => Ok(claims),
+            Ok(false) => Err("token has been revoked".into()),
             Err(e) => {
                 tracing::error!(error = %e, "revocation check failed");
                 Err("token cannot be checked now".into())

@@ -297,11 +297,31 @@ impl Store {
         Ok(())
     }
 
-    pub async fn access_token_revoked(&self, jti: &str) -> Result<bool> {
-        let found: Option<String> = sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1")
-            .bind(jti)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(found.is_some())
+    /// Whether an access token is still good: not revoked itself, and its grant (if any), client and
+    /// user (if any) all live. One round trip.
+    pub async fn access_token_live(
+        &self,
+        jti: &str,
+        grant_id: Option<&str>,
+        client_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1) AS revoked, \
+             (SELECT COUNT(*) FROM grants WHERE id = $2 AND revoked_at IS NULL) AS live_grant, \
+             (SELECT COUNT(*) FROM clients WHERE id = $3 AND revoked = 0) AS live_client, \
+             (SELECT COUNT(*) FROM users WHERE id = $4 AND disabled = 0) AS live_user",
+        )
+        .bind(jti)
+        .bind(grant_id.unwrap_or_default())
+        .bind(client_id)
+        .bind(user_id.unwrap_or_default())
+        .fetch_one(self.pool())
+        .await?;
+        let count = |name: &str| row.try_get::<i64, _>(name);
+        Ok(count("revoked")? == 0
+            && (grant_id.is_none() || count("live_grant")? > 0)
+            && count("live_client")? > 0
+            && (user_id.is_none() || count("live_user")? > 0))
     }
 }
