@@ -165,3 +165,23 @@ def test_any_process_serves_any_request(hub):
         assert any(t["name"] == "local_add_note" for t in listed.json()["result"]["tools"])
     finally:
         second.stop()
+
+
+def test_prompts_and_resources_are_aggregated(hub):
+    async def scenario(client):
+        await client.call_tool("remote_add_note", {"text": "first remote note"})
+        prompts = {p.name for p in (await client.list_prompts()).prompts}
+        prompt = await client.get_prompt("remote_summarize", {"topic": "agora"})
+        resources = {str(r.uri) for r in (await client.list_resources()).resources}
+        templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+        everything = await client.read_resource("notes://all")
+        by_index = await client.read_resource("notes://by-index/0")
+        return prompts, prompt, resources, templates, everything, by_index
+
+    prompts, prompt, resources, templates, everything, by_index = run(with_client(hub, hub.token, scenario))
+    assert {"local_summarize", "remote_summarize"} <= prompts
+    assert "Summarize my notes about agora." in prompt.messages[0].content.text
+    assert "notes://all" in resources, "resource URIs are passed through unchanged"
+    assert "notes://by-index/{index}" in templates
+    # Both upstreams list notes://all: the URI routes to the one listed first, and it answers.
+    assert everything.contents and by_index.contents

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_store::{Store, UpstreamServer, UpstreamTransport};
-use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
-use rmcp::service::{RoleClient, RunningService};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, CompleteRequestParams, CompleteResult, GetPromptRequestParams,
+    GetPromptResult, Prompt, ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate, Tool,
+};
+use rmcp::service::{RoleClient, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ServiceExt, serde_json};
@@ -45,8 +48,19 @@ pub struct Upstream {
     source: Source,
     timeout: Duration,
     client: Mutex<Option<Arc<RunningService<RoleClient, ()>>>>,
-    tools: RwLock<Option<(Arc<Vec<Tool>>, Instant)>>,
+    listing: RwLock<Option<(Arc<Listing>, Instant)>>,
 }
+
+/// What an upstream offers, as last listed.
+#[derive(Default)]
+pub struct Listing {
+    pub tools: Vec<Tool>,
+    pub prompts: Vec<Prompt>,
+    pub resources: Vec<Resource>,
+    pub templates: Vec<ResourceTemplate>,
+}
+
+type Client = Arc<RunningService<RoleClient, ()>>;
 
 impl Upstream {
     fn new(source: Source) -> Self {
@@ -60,7 +74,7 @@ impl Upstream {
             source,
             timeout: Duration::from_millis(timeout_ms.max(1) as u64),
             client: Mutex::new(None),
-            tools: RwLock::new(None),
+            listing: RwLock::new(None),
         }
     }
 
@@ -127,35 +141,57 @@ impl Upstream {
         if let Some(client) = self.client.lock().await.take() {
             client.cancellation_token().cancel();
         }
-        *self.tools.write().await = None;
+        *self.listing.write().await = None;
     }
 
-    /// The upstream's tools, from cache when fresh.
-    pub async fn tools(&self) -> Result<Arc<Vec<Tool>>, UpstreamError> {
-        if let Some((tools, at)) = self.tools.read().await.as_ref() {
-            if at.elapsed() < TOOL_LIST_TTL {
-                return Ok(tools.clone());
-            }
-        }
-        let listed = async {
+    /// Runs `op` on a connection, within the per-call timeout. A failed or timed-out upstream is
+    /// disconnected, so that its next use reconnects (a crashed stdio child is restarted).
+    async fn request<T, F, Fut>(&self, op: F) -> Result<T, UpstreamError>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, ServiceError>>,
+    {
+        let call = async {
             let client = self.connect().await?;
-            client.list_all_tools().await.map_err(|e| UpstreamError::Call(e.to_string()))
+            op(client).await.map_err(|e| UpstreamError::Call(e.to_string()))
         };
-        match tokio::time::timeout(self.timeout, listed).await {
-            Ok(Ok(tools)) => {
-                let tools = Arc::new(tools);
-                *self.tools.write().await = Some((tools.clone(), Instant::now()));
-                Ok(tools)
-            }
-            Ok(Err(e)) => {
-                self.forget_connection().await;
-                Err(e)
-            }
-            Err(_) => {
-                self.forget_connection().await;
-                Err(UpstreamError::Timeout(self.timeout.as_millis()))
+        let outcome = match tokio::time::timeout(self.timeout, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(UpstreamError::Timeout(self.timeout.as_millis())),
+        };
+        if outcome.is_err() {
+            self.forget_connection().await;
+        }
+        outcome
+    }
+
+    /// Everything the upstream offers, from cache when fresh.
+    pub async fn listing(&self) -> Result<Arc<Listing>, UpstreamError> {
+        if let Some((listing, at)) = self.listing.read().await.as_ref() {
+            if at.elapsed() < TOOL_LIST_TTL {
+                return Ok(listing.clone());
             }
         }
+        let listing = self
+            .request(|client| async move {
+                let capabilities = client.peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
+                let mut listing = Listing::default();
+                if capabilities.tools.is_some() {
+                    listing.tools = client.list_all_tools().await?;
+                }
+                if capabilities.prompts.is_some() {
+                    listing.prompts = client.list_all_prompts().await?;
+                }
+                if capabilities.resources.is_some() {
+                    listing.resources = client.list_all_resources().await?;
+                    listing.templates = client.list_all_resource_templates().await?;
+                }
+                Ok(listing)
+            })
+            .await?;
+        let listing = Arc::new(listing);
+        *self.listing.write().await = Some((listing.clone(), Instant::now()));
+        Ok(listing)
     }
 
     pub async fn call(
@@ -163,23 +199,21 @@ impl Upstream {
         tool: &str,
         arguments: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<CallToolResult, UpstreamError> {
-        let call = async {
-            let client = self.connect().await?;
-            let mut params = CallToolRequestParams::new(tool.to_owned());
-            params.arguments = arguments;
-            client.call_tool(params).await.map_err(|e| UpstreamError::Call(e.to_string()))
-        };
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(e)) => {
-                self.forget_connection().await;
-                Err(e)
-            }
-            Err(_) => {
-                self.forget_connection().await;
-                Err(UpstreamError::Timeout(self.timeout.as_millis()))
-            }
-        }
+        let mut params = CallToolRequestParams::new(tool.to_owned());
+        params.arguments = arguments;
+        self.request(|client| async move { client.call_tool(params).await }).await
+    }
+
+    pub async fn get_prompt(&self, params: GetPromptRequestParams) -> Result<GetPromptResult, UpstreamError> {
+        self.request(|client| async move { client.get_prompt(params).await }).await
+    }
+
+    pub async fn read_resource(&self, params: ReadResourceRequestParams) -> Result<ReadResourceResult, UpstreamError> {
+        self.request(|client| async move { client.read_resource(params).await }).await
+    }
+
+    pub async fn complete(&self, params: CompleteRequestParams) -> Result<CompleteResult, UpstreamError> {
+        self.request(|client| async move { client.complete(params).await }).await
     }
 
     /// The name clients see for `tool` of this upstream.
@@ -249,27 +283,68 @@ impl UpstreamPool {
         }
     }
 
-    /// All tools under their exposed names, mapped to (upstream, original name). Upstreams that fail
-    /// are skipped and logged; a name already taken is not exposed twice.
-    pub async fn catalog(&self) -> BTreeMap<String, (Arc<Upstream>, Tool)> {
+    /// Everything the upstreams offer, under the names clients see. Upstreams that fail are left
+    /// out and logged; a name (or resource URI) already taken is not exposed twice.
+    pub async fn catalog(&self) -> Catalog {
         let upstreams = self.upstreams().await;
-        let listings = futures_util::future::join_all(upstreams.iter().map(|u| u.tools())).await;
-        let mut catalog = BTreeMap::new();
+        let listings = futures_util::future::join_all(upstreams.iter().map(|u| u.listing())).await;
+        let mut catalog = Catalog::default();
         for (upstream, listing) in upstreams.iter().zip(listings) {
-            match listing {
-                Ok(tools) => {
-                    for tool in tools.iter() {
-                        let exposed = upstream.exposed_name(&tool.name);
-                        if catalog.contains_key(&exposed) {
-                            tracing::warn!(tool = %exposed, upstream = %upstream.name, "tool name collision; keeping the first");
-                            continue;
-                        }
-                        catalog.insert(exposed, (upstream.clone(), tool.clone()));
-                    }
+            let listing = match listing {
+                Ok(listing) => listing,
+                Err(e) => {
+                    tracing::warn!(upstream = %upstream.name, error = %e, "upstream unavailable for listing");
+                    continue;
                 }
-                Err(e) => tracing::warn!(upstream = %upstream.name, error = %e, "upstream unavailable for tools/list"),
+            };
+            for tool in &listing.tools {
+                insert_once(&mut catalog.tools, upstream.exposed_name(&tool.name), upstream, tool.clone());
+            }
+            for prompt in &listing.prompts {
+                insert_once(&mut catalog.prompts, upstream.exposed_name(&prompt.name), upstream, prompt.clone());
+            }
+            // Resource URIs are the upstream's own names for its data: exposed unchanged.
+            for resource in &listing.resources {
+                insert_once(&mut catalog.resources, resource.uri.clone(), upstream, resource.clone());
+            }
+            for template in &listing.templates {
+                catalog.templates.push((upstream.clone(), template.clone()));
             }
         }
         catalog
     }
+}
+
+/// The hub's merged view of its upstreams.
+#[derive(Default)]
+pub struct Catalog {
+    pub tools: BTreeMap<String, (Arc<Upstream>, Tool)>,
+    pub prompts: BTreeMap<String, (Arc<Upstream>, Prompt)>,
+    pub resources: BTreeMap<String, (Arc<Upstream>, Resource)>,
+    pub templates: Vec<(Arc<Upstream>, ResourceTemplate)>,
+}
+
+impl Catalog {
+    /// The upstream serving `uri`: the one that listed it, else the first whose template's fixed
+    /// prefix (the part before the first `{`) it starts with.
+    pub fn resource_owner(&self, uri: &str) -> Option<Arc<Upstream>> {
+        if let Some((upstream, _)) = self.resources.get(uri) {
+            return Some(upstream.clone());
+        }
+        self.templates
+            .iter()
+            .find(|(_, t)| {
+                let fixed = t.uri_template.split('{').next().unwrap_or_default();
+                !fixed.is_empty() && uri.starts_with(fixed)
+            })
+            .map(|(upstream, _)| upstream.clone())
+    }
+}
+
+fn insert_once<T>(map: &mut BTreeMap<String, (Arc<Upstream>, T)>, name: String, upstream: &Arc<Upstream>, item: T) {
+    if map.contains_key(&name) {
+        tracing::warn!(name = %name, upstream = %upstream.name, "name collision; keeping the first");
+        return;
+    }
+    map.insert(name, (upstream.clone(), item));
 }
