@@ -154,8 +154,10 @@ def test_end_session_never_redirects_to_unregistered_uris(setup):
                    {"id_token_hint": "not.a.jwt", "post_logout_redirect_uri": "http://127.0.0.1:9999/bye"}]:
         r = browser.get(agora.url("/oauth/session/end"), params=params)
         assert r.status_code == 400 and "Location" not in r.headers, params
+    # A registered URI, but no ID token to prove the request is the client's: a link, not a redirect.
     ok = browser.get(agora.url("/oauth/session/end"), params={"client_id": client_id, "post_logout_redirect_uri": "http://127.0.0.1:9999/bye"})
-    assert ok.status_code == 302 and ok.headers["Location"] == "http://127.0.0.1:9999/bye"
+    assert ok.status_code == 200 and "Location" not in ok.headers
+    assert 'href="http://127.0.0.1:9999/bye"' in ok.text
 
 
 def test_logout_without_hint_asks_a_signed_in_user(setup):
@@ -169,7 +171,8 @@ def test_logout_without_hint_asks_a_signed_in_user(setup):
     forged = requests.post(agora.url("/oauth/session/end/confirm"), data={"csrf": "forged"}, timeout=10)
     assert forged.status_code == 403
     done = code_browser.submit(page.text, "/oauth/session/end/confirm")
-    assert done.status_code == 302 and done.headers["Location"] == "http://127.0.0.1:9999/bye?state=x"
+    assert done.status_code == 200 and "You are signed out" in done.text
+    assert 'href="http://127.0.0.1:9999/bye?state=x"' in done.text
     assert code_browser.get(authorize_url(agora, client_id, challenge)).status_code == 200
 
 
@@ -189,6 +192,27 @@ def test_oversized_bodies_and_bad_content_types(setup):
     assert_error(r, 415, "invalid_request")
     r = requests.post(agora.url("/oauth/token/revocation"), data={"token": "x" * 70_000}, auth=(client_id, secret), timeout=10)
     assert_error(r, 413, "invalid_request")
+
+
+def test_resource_indicators_name_only_served_resources(setup):
+    agora, client_id, secret, *_ = setup
+    cc = lambda resource: token(agora, {"grant_type": "client_credentials", "resource": resource}, auth=(client_id, secret))
+    assert_error(cc("https://other-resource-server.example/api"), 400, "invalid_target")
+    ok = cc(agora.url("/hub/mcp"))
+    assert ok.status_code == 200, ok.text
+    _, challenge = pkce_pair()
+    r = Browser(agora).get(authorize_url(agora, client_id, challenge, resource="https://other.example/"))
+    assert query_of(r.headers["Location"])["error"] == "invalid_target"
+
+
+def test_a_code_is_not_burnt_by_requests_that_cannot_redeem_it(setup):
+    agora, client_id, secret, *_ = setup
+    code, verifier = get_code(setup)
+    assert_error(token(agora, code_grant(code, pkce_pair()[0]), auth=(client_id, secret)), 400, "invalid_grant")
+    other = agora.create_client(name="thief", redirect=REDIRECT)
+    stolen = token(agora, code_grant(code, verifier), auth=(other["CIVIC_CLIENT_ID"], other["CIVIC_CLIENT_SECRET"]))
+    assert_error(stolen, 400, "invalid_grant")
+    assert token(agora, code_grant(code, verifier), auth=(client_id, secret)).status_code == 200, "still redeemable"
 
 
 def test_grant_types_and_scopes(setup):

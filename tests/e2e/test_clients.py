@@ -55,9 +55,12 @@ def test_dynamic_registration_and_consent(agora):
     assert allowed.status_code == 302
     tokens = redeem(agora, client_id, allowed.headers["Location"], verifier)
     assert tokens.status_code == 200 and tokens.json()["refresh_token"]
-    # Consent is remembered.
+    # Consent is remembered, so silent sign-in works from now on; before, it could not.
     verifier, challenge = pkce_pair()
     assert browser.get(authorize(agora, client_id, challenge)).status_code == 302
+    fresh = requests.post(agora.url("/oauth/reg"), json={"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}, timeout=10).json()
+    silent = browser.get(authorize(agora, fresh["client_id"], pkce_pair()[1], scope="openid") + "&prompt=none")
+    assert query_of(silent.headers["Location"])["error"] == "consent_required", "no silent sign-in for an unknown third party"
 
     # A confidential registration gets a secret, shown once.
     r = requests.post(agora.url("/oauth/reg"), json={"redirect_uris": [REDIRECT], "client_name": "Server app"}, timeout=10)
@@ -96,7 +99,10 @@ def test_client_id_metadata_document(agora):
         email, password = new_user(agora)
         verifier, challenge = pkce_pair()
         browser = Browser(agora)
-        signed = browser.password_sign_in(authorize(agora, client_id, challenge, scope="openid email"), email, password)
+        consent = browser.password_sign_in(authorize(agora, client_id, challenge, scope="openid email"), email, password)
+        assert consent.status_code == 200 and "Allow access?" in consent.text, "a third-party client needs consent"
+        assert "(127.0.0.1)" in consent.text, "the consent page shows where the user will be sent"
+        signed = browser.submit(consent.text, "/oauth/consent", decision="allow")
         assert signed.status_code == 302, signed.text
         tokens = redeem(agora, client_id, signed.headers["Location"], verifier)
         assert tokens.status_code == 200, tokens.text
@@ -157,6 +163,10 @@ def test_revocation_introspection_and_operator_revocation(agora):
     assert intro("nonsense") == {"active": False}
 
     other = agora.create_client(name="other", redirect=REDIRECT)
+    registered = requests.post(agora.url("/oauth/reg"), json={"redirect_uris": [REDIRECT]}, timeout=10).json()
+    peek = requests.post(agora.url("/oauth/token/introspection"), data={"token": tokens["access_token"]},
+                         auth=(registered["client_id"], registered["client_secret"]), timeout=10).json()
+    assert peek == {"active": False}, "a self-registered client cannot inspect other clients' tokens"
     revoke = lambda t, auth: requests.post(agora.url("/oauth/token/revocation"), data={"token": t}, auth=auth, timeout=10)
     assert revoke(tokens["access_token"], (other["CIVIC_CLIENT_ID"], other["CIVIC_CLIENT_SECRET"])).status_code == 200
     assert intro(tokens["access_token"])["active"], "another client cannot revoke this client's token"

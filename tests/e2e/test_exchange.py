@@ -242,6 +242,35 @@ def test_agora_tokens_down_scope(agora, idp):
         verify_access_token(agora, locked["access_token"], client[0])["civic_profile"]
 
 
+def test_agora_tokens_of_other_clients_are_not_exchanged(agora, idp):
+    first, second = app(agora, idp), app(agora, idp)
+    token = exchange(agora, first, idp.token(sub="cross")).json()["access_token"]
+    assert error_of(exchange(agora, second, token, token_type=ACCESS_TOKEN)) == "invalid_grant"
+    bound = exchange(agora, first, idp.token(sub="cross"), civic_account="acct-a").json()["access_token"]
+    assert error_of(exchange(agora, first, bound, token_type=ACCESS_TOKEN, civic_account="acct-b")) == "invalid_request"
+
+
+def test_presets_need_an_audience(agora):
+    creds = agora.create_client(name="preset")
+    out = agora.cli("admin", "provider", "add", "--client", creds["CIVIC_CLIENT_ID"], "--preset", "google", check=False)
+    assert out == "", "a Google provider without an audience would accept tokens issued to any app"
+    agora.cli("admin", "provider", "add", "--client", creds["CIVIC_CLIENT_ID"], "--preset", "google", "--audience", "123.apps")
+
+
+def test_unverified_emails_are_never_claimed(agora, idp):
+    email = f"victim.{secrets.token_hex(3)}@example.com"
+    client = app(agora, idp, "--jwks-uri", idp.jwks_uri, "--link-by-email")
+    # An attacker's provider account claims the victim's address without verifying it.
+    attacker = exchange(agora, client, idp.token(sub=f"attacker-{secrets.token_hex(2)}", email=email, email_verified=False))
+    info = requests.get(agora.url("/oauth/userinfo"), headers={"Authorization": f"Bearer {attacker.json()['access_token']}"}, timeout=10).json()
+    assert "email" not in info, "an unverified address is not stored"
+    assert email not in agora.cli("admin", "user", "list")
+    # The victim's own verified identity gets the address, and a separate user.
+    victim = exchange(agora, client, idp.token(sub=f"victim-{secrets.token_hex(2)}", email=email, email_verified=True))
+    victim_info = requests.get(agora.url("/oauth/userinfo"), headers={"Authorization": f"Bearer {victim.json()['access_token']}"}, timeout=10).json()
+    assert victim_info["email"] == email and victim_info["sub"] != info["sub"]
+
+
 def test_link_by_verified_email(agora, idp):
     email = f"linked.{secrets.token_hex(3)}@example.com"
     agora.create_user(email, "linked-password-1")

@@ -152,6 +152,12 @@ impl AuthServer {
         Some((user, auth_time))
     }
 
+    /// Digest under which an emailed code is stored: keyed, and bound to the code's id.
+    fn login_code_digest(&self, code_id: &str, code: &str) -> String {
+        let tag = aws_lc_rs::hmac::sign(&self.login_code_key, format!("{code_id}|{code}").as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    }
+
     async fn rate_limited(&self, bucket: &str, limit: i64) -> bool {
         let window = now() / RATE_WINDOW * RATE_WINDOW;
         self.store.rate_limit_count(bucket, window).await.map_or(true, |hits| hits >= limit)
@@ -235,14 +241,8 @@ async fn start(server: &AuthServer, headers: &HeaderMap, params: AuthorizeParams
         Ok(_) => return server.redirect_error(&to, ErrorCode::InvalidScope, "scope is empty"),
         Err(e) => return server.redirect_error(&to, ErrorCode::InvalidScope, &e.to_string()),
     };
-    if let Some(resource) = params.resource.as_deref() {
-        if Url::parse(resource).map_or(true, |u| u.fragment().is_some()) {
-            return server.redirect_error(
-                &to,
-                ErrorCode::InvalidTarget,
-                "resource must be an absolute URI without a fragment",
-            );
-        }
+    if let Some(Err(e)) = params.resource.as_deref().map(|r| server.config.check_resource(r)) {
+        return server.redirect_error(&to, ErrorCode::InvalidTarget, &e.description);
     }
     let max_age = match params.max_age.as_deref().map(str::parse::<i64>) {
         None => None,
@@ -310,24 +310,31 @@ async fn proceed(
     auth_time: i64,
 ) -> Response {
     let scope = Scopes::from_stored(&request.scope);
-    let needs_consent = !client.is_first_party() && scope.contains("offline_access") && {
-        match server.store.consented_scope(&user.id, &client.id).await {
-            Ok(Some(granted)) => Scopes::from_stored(&granted).narrow(&scope).is_err(),
-            Ok(None) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read consent");
-                true
+    let prompts = |p: &str| request.prompt.as_deref().is_some_and(|all| all.split(' ').any(|x| x == p));
+    // Third-party clients (self-registered or metadata documents) need the user's consent for what
+    // they ask, remembered per client; first-party ones only when the request says prompt=consent.
+    let needs_consent = prompts("consent")
+        || !client.is_first_party() && {
+            match server.store.consented_scope(&user.id, &client.id).await {
+                Ok(Some(granted)) => Scopes::from_stored(&granted).narrow(&scope).is_err(),
+                Ok(None) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read consent");
+                    true
+                }
             }
-        }
-    };
+        };
     if needs_consent {
-        if request.prompt.as_deref().is_some_and(|p| p.split(' ').any(|p| p == "none")) {
+        if prompts("none") {
             let to = ErrorRedirect { redirect_uri: &request.redirect_uri, state: request.state.as_deref() };
             return server.redirect_error(&to, ErrorCode::ConsentRequired, "the user has not consented");
         }
         let scopes: Vec<&str> = scope.iter().collect();
+        // Names are chosen by whoever registered the client; the redirect host is what it really is.
+        let host =
+            Url::parse(&request.redirect_uri).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
         return server.form_page(headers, &request.id, |csrf| {
-            pages::consent(&FormContext { request_id: &request.id, csrf, client_name: &client.name }, &scopes)
+            pages::consent(&FormContext { request_id: &request.id, csrf, client_name: &client.name }, &host, &scopes)
         });
     }
     issue_code(server, request, user, auth_time).await
@@ -560,7 +567,10 @@ pub async fn send_login_code(
     // The same page and a stored code whether or not the address has an account: no enumeration.
     let code_id = uuid::Uuid::new_v4().to_string();
     let code = six_digit_code();
-    if let Err(e) = server.store.insert_login_code(&code_id, &email, &token_digest(&code), now() + LOGIN_CODE_TTL).await
+    if let Err(e) = server
+        .store
+        .insert_login_code(&code_id, &email, &server.login_code_digest(&code_id, &code), now() + LOGIN_CODE_TTL)
+        .await
     {
         tracing::error!(error = %e, "cannot store login code");
         return pages::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.");
@@ -622,13 +632,14 @@ pub async fn verify_login_code(
         return retry(TOO_MANY, StatusCode::TOO_MANY_REQUESTS);
     }
     server.rate_hit(&ip_bucket).await;
-    let email =
-        server.store.verify_login_code(&form.code_id, &token_digest(form.code.trim()), now()).await.unwrap_or_else(
-            |e| {
-                tracing::error!(error = %e, "cannot verify login code");
-                None
-            },
-        );
+    let email = server
+        .store
+        .verify_login_code(&form.code_id, &server.login_code_digest(&form.code_id, form.code.trim()), now())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot verify login code");
+            None
+        });
     let user = match email {
         Some(email) => server.store.user_by_email(&email).await.ok().flatten().filter(|u| !u.disabled),
         None => None,

@@ -91,10 +91,10 @@ pub async fn userinfo(
         let claims = server.verify_access_token(&token).await.map_err(OAuthError::invalid_token)?;
         let scope = Scopes::from_stored(&claims.scope);
         if !scope.contains("openid") {
-            return Err(OAuthError::new(
-                crate::error::ErrorCode::InsufficientScope,
-                "the token lacks the openid scope",
-            ));
+            let mut error =
+                OAuthError::new(crate::error::ErrorCode::InsufficientScope, "the token lacks the openid scope");
+            error.challenge = Some("Bearer error=\"insufficient_scope\", scope=\"openid\"".into());
+            return Err(error);
         }
         let user = server
             .store
@@ -196,16 +196,19 @@ pub async fn introspect(
             .as_deref()
             .filter(|t| !t.is_empty())
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        // Operator-created (first-party) clients may introspect any token — they are the resource
+        // servers; a self-registered client only its own.
+        let visible = |owner: &str| client.is_first_party() || owner == client.id;
         Ok(match identify(&server, token).await? {
-            Some(Known::Access(c)) => json!({
+            Some(Known::Access(c)) if visible(&c.client_id) => json!({
                 "active": true, "token_type": "Bearer", "scope": c.scope, "client_id": c.client_id, "sub": c.sub,
                 "aud": c.aud, "iss": c.iss, "exp": c.exp, "iat": c.iat, "jti": c.jti,
             }),
-            Some(Known::Refresh { grant, scope, expires_at }) => json!({
+            Some(Known::Refresh { grant, scope, expires_at }) if visible(&grant.client_id) => json!({
                 "active": true, "token_type": "refresh_token", "scope": scope, "client_id": grant.client_id,
                 "sub": grant.user_id, "iss": server.config.issuer(), "exp": expires_at,
             }),
-            None => json!({"active": false}),
+            _ => json!({"active": false}),
         })
     }
     .await;

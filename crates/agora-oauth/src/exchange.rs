@@ -70,12 +70,7 @@ pub async fn exchange(
         }
     }
     if let Some(resource) = resource {
-        if url::Url::parse(resource).map_or(true, |u| u.fragment().is_some()) {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidTarget,
-                "resource must be an absolute URI without a fragment",
-            ));
-        }
+        server.config.check_resource(resource)?;
     }
     let civic_profile = match params.civic_profile.as_deref().filter(|p| !p.is_empty()) {
         Some(raw) => Some(
@@ -114,11 +109,15 @@ pub async fn exchange(
     // used to choose which keys and rules the token must then satisfy.
     let issuer = unverified_issuer(subject_token)?;
     let now = now();
-    let (user, scope, lifetime, inherited_profile, inherited_account) = if issuer == server.config.issuer() {
+    let (user, scope, lifetime, grant_id, inherited_profile, inherited_account) = if issuer == server.config.issuer() {
         if token_type != ACCESS_TOKEN_TYPE {
             return Err(invalid_request("agora tokens are exchanged as access tokens"));
         }
         let subject = server.verify_access_token(subject_token).await.map_err(OAuthError::invalid_grant)?;
+        // Another client's token would carry this client into that client's account and profiles.
+        if subject.client_id != client.id {
+            return Err(OAuthError::invalid_grant("the subject token was issued to another client"));
+        }
         let user = server
             .store
             .user_by_id(&subject.sub)
@@ -138,7 +137,7 @@ pub async fn exchange(
         if lifetime <= 0 {
             return Err(OAuthError::invalid_grant("the subject token has expired"));
         }
-        (user, scope, lifetime, subject.civic_profile, subject.civic_account)
+        (user, scope, lifetime, subject.sid, subject.civic_profile, subject.civic_account)
     } else {
         let provider =
             server.store.identity_provider_for(&client.id, &issuer).await?.ok_or_else(|| {
@@ -178,13 +177,18 @@ pub async fn exchange(
             None => Scopes::parse(&provider.default_scopes).unwrap_or_default(),
         };
         let lifetime = expires_in.unwrap_or(server.config.access_token_ttl.min(provider.max_token_lifetime));
-        (user, scope, lifetime, None, None)
+        (user, scope, lifetime, None, None, None)
     };
 
-    // A token locked to a profile stays locked to it.
+    // A token locked to a profile (or bound to an account) stays so.
     if let (Some(held), Some(asked)) = (&inherited_profile, &civic_profile) {
         if held != asked {
             return Err(invalid_request("the subject token is locked to another profile"));
+        }
+    }
+    if let (Some(held), Some(asked)) = (inherited_account.as_deref(), civic_account) {
+        if held != asked {
+            return Err(invalid_request("the subject token is bound to another account"));
         }
     }
     let civic_profile = civic_profile.or(inherited_profile);
@@ -192,7 +196,8 @@ pub async fn exchange(
     let issue = Issue {
         client,
         user: Some(&user),
-        grant_id: None,
+        // An exchanged agora token keeps its grant: revoking the original revokes this one too.
+        grant_id: grant_id.as_deref(),
         scope: &scope,
         nonce: None,
         auth_time: now,

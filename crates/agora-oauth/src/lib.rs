@@ -38,6 +38,14 @@ pub use tokens::AccessClaims;
 
 use crate::error::{OAuthError, OAuthResult};
 
+const ID_TOKEN_TTL: i64 = 3600;
+
+/// Longest time a token signed by some key can stay valid — access and ID tokens, and exchanged
+/// tokens up to a provider's maximum — and so how long a retired key must stay published.
+pub fn retired_key_retention(access_token_ttl: i64) -> i64 {
+    access_token_ttl.max(ID_TOKEN_TTL).max(agora_core::federation::MAX_TOKEN_LIFETIME)
+}
+
 /// Settings of the authorization server.
 #[derive(Clone, Debug)]
 pub struct OAuthConfig {
@@ -55,6 +63,8 @@ pub struct OAuthConfig {
     pub allow_loopback_fetch: bool,
     /// Whether anyone may register a client at `/oauth/reg`.
     pub open_registration: bool,
+    /// Protected resources (RFC 8707 `resource`) tokens may be issued for, besides `audiences`.
+    pub resources: Vec<String>,
     /// How long a provider's fetched JWKS is trusted.
     pub jwks_cache_ttl: Duration,
     /// Least time between two fetches of one provider's JWKS (an unknown `kid` cannot force more).
@@ -66,7 +76,7 @@ impl OAuthConfig {
         Self {
             public_url,
             access_token_ttl: 3600,
-            id_token_ttl: 3600,
+            id_token_ttl: ID_TOKEN_TTL,
             refresh_token_ttl: 30 * 86400,
             code_ttl: 120,
             session_ttl: 7 * 86400,
@@ -74,6 +84,7 @@ impl OAuthConfig {
             signing_alg: SigningAlg::Rs256,
             allow_loopback_fetch: false,
             open_registration: true,
+            resources: Vec::new(),
             jwks_cache_ttl: Duration::from_secs(3600),
             jwks_refetch_interval: Duration::from_secs(30),
         }
@@ -92,13 +103,23 @@ impl OAuthConfig {
         format!("{}/oauth/{path}", self.base())
     }
 
+    /// An RFC 8707 `resource` must name a resource this server issues tokens for; anything else
+    /// would let a client mint tokens for resource servers that merely trust this issuer.
+    pub(crate) fn check_resource(&self, resource: &str) -> Result<(), OAuthError> {
+        if self.resources.iter().chain(&self.audiences).any(|known| known == resource) {
+            Ok(())
+        } else {
+            Err(OAuthError::new(error::ErrorCode::InvalidTarget, format!("resource `{resource}` is not served here")))
+        }
+    }
+
     fn secure_cookies(&self) -> bool {
         self.public_url.scheme() == "https"
     }
 
-    /// Longest time a token signed by some key can stay valid: how long a retired key stays published.
+    /// How long a retired signing key stays published.
     pub fn longest_token_ttl(&self) -> i64 {
-        self.access_token_ttl.max(self.id_token_ttl)
+        retired_key_retention(self.access_token_ttl)
     }
 }
 
@@ -109,15 +130,22 @@ pub struct AuthServer {
     pub config: OAuthConfig,
     mailer: Mailer,
     csrf_key: aws_lc_rs::hmac::Key,
+    /// Keys the digests of emailed sign-in codes: six digits are too few to store as a plain hash.
+    login_code_key: aws_lc_rs::hmac::Key,
     fetcher: fetch::Fetcher,
     provider_keys: federation::ProviderKeys,
+    /// Metadata-document URLs whose last fetch failed, and when: not fetched again for a while, so
+    /// anonymous requests cannot turn agora into a fetch amplifier.
+    failed_documents: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 const CSRF_KEY_SETTING: &str = "csrf_key";
+const LOGIN_CODE_KEY_SETTING: &str = "login_code_key";
 
 impl AuthServer {
     pub async fn new(store: Store, config: OAuthConfig, mailer: Mailer) -> OAuthResult<Arc<Self>> {
-        let csrf_key = load_or_create_csrf_key(&store).await?;
+        let csrf_key = load_or_create_hmac_key(&store, CSRF_KEY_SETTING).await?;
+        let login_code_key = load_or_create_hmac_key(&store, LOGIN_CODE_KEY_SETTING).await?;
         let fetcher = fetch::Fetcher::new(config.allow_loopback_fetch).map_err(OAuthError::internal)?;
         let provider_keys = federation::ProviderKeys::new(config.jwks_cache_ttl, config.jwks_refetch_interval);
         Ok(Arc::new(Self {
@@ -126,8 +154,10 @@ impl AuthServer {
             config,
             mailer,
             csrf_key,
+            login_code_key,
             fetcher,
             provider_keys,
+            failed_documents: Default::default(),
         }))
     }
 
@@ -140,15 +170,15 @@ impl AuthServer {
     }
 }
 
-/// The CSRF HMAC key, shared by every replica through the database (sealed under the master key).
-async fn load_or_create_csrf_key(store: &Store) -> OAuthResult<aws_lc_rs::hmac::Key> {
+/// An HMAC key shared by every replica through the database (sealed under the master key).
+async fn load_or_create_hmac_key(store: &Store, name: &str) -> OAuthResult<aws_lc_rs::hmac::Key> {
     use base64::Engine;
     let engine = base64::engine::general_purpose::STANDARD;
-    let fresh = store.secrets().seal(CSRF_KEY_SETTING, &agora_store::secret::random_bytes::<32>());
-    store.insert_setting_if_absent(CSRF_KEY_SETTING, &engine.encode(fresh)).await?;
-    let sealed = store.setting(CSRF_KEY_SETTING).await?.ok_or_else(|| OAuthError::internal("csrf key vanished"))?;
+    let fresh = store.secrets().seal(name, &agora_store::secret::random_bytes::<32>());
+    store.insert_setting_if_absent(name, &engine.encode(fresh)).await?;
+    let sealed = store.setting(name).await?.ok_or_else(|| OAuthError::internal("HMAC key vanished"))?;
     let sealed = engine.decode(sealed).map_err(OAuthError::internal)?;
-    let raw = store.secrets().open(CSRF_KEY_SETTING, &sealed).map_err(OAuthError::internal)?;
+    let raw = store.secrets().open(name, &sealed).map_err(OAuthError::internal)?;
     Ok(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &raw))
 }
 

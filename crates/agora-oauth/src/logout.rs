@@ -153,18 +153,24 @@ async fn end_session(server: &AuthServer, headers: &HeaderMap, params: LogoutPar
             return pages::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.");
         }
     }
-    let mut response = match redirect.and_then(|uri| Url::parse(&uri).ok()) {
-        Some(mut url) => {
-            if let Some(state) = params.state.as_deref() {
-                url.query_pairs_mut().append_pair("state", state);
-            }
+    let target = redirect.and_then(|uri| Url::parse(&uri).ok()).map(|mut url| {
+        if let Some(state) = params.state.as_deref() {
+            url.query_pairs_mut().append_pair("state", state);
+        }
+        url
+    });
+    // Without an ID token of the client's own, nothing proves the request came from it: the user
+    // gets a link back instead of being sent (RP-Initiated Logout 1.0 §3).
+    let mut response = match target {
+        Some(url) if hint.is_some() => {
             let mut response = StatusCode::FOUND.into_response();
             if let Ok(location) = HeaderValue::from_str(url.as_str()) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
             response
         }
-        None => pages::signed_out(),
+        Some(url) => pages::signed_out(Some(url.as_str())),
+        None => pages::signed_out(None),
     };
     let clear = set_cookie(SESSION_COOKIE, "", 0, server.config.public_url.scheme() == "https");
     if let Ok(value) = HeaderValue::from_str(&clear) {

@@ -108,14 +108,15 @@ pub fn enter_code(ctx: &FormContext, code_id: &str, message: Option<&str>, statu
     page(status, "Enter your code", &body)
 }
 
-pub fn consent(ctx: &FormContext, scopes: &[&str]) -> Response {
+pub fn consent(ctx: &FormContext, redirect_host: &str, scopes: &[&str]) -> Response {
     let items: String = scopes.iter().map(|s| format!("<li>{}</li>", escape(describe_scope(s)))).collect();
     let body = format!(
-        "<h1>Allow access?</h1><p><strong>{client}</strong> asks to:</p><ul>{items}</ul>\
+        "<h1>Allow access?</h1><p><strong>{client}</strong> <span class=\"muted\">({host})</span> asks to:</p><ul>{items}</ul>\
          <form method=\"post\" action=\"/oauth/consent\">{fields}\
          <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
          <button class=\"secondary\" type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
         client = escape(ctx.client_name),
+        host = escape(redirect_host),
         fields = ctx.hidden_fields(),
     );
     page(StatusCode::OK, "Allow access?", &body)
@@ -143,8 +144,12 @@ pub fn logout_confirm(csrf: &str, params: &[(&str, Option<&str>)]) -> Response {
     page(StatusCode::OK, "Sign out", &body)
 }
 
-pub fn signed_out() -> Response {
-    page(StatusCode::OK, "Signed out", "<h1>You are signed out</h1><p class=\"muted\">You can close this window.</p>")
+pub fn signed_out(back_to: Option<&str>) -> Response {
+    let next = match back_to {
+        Some(url) => format!("<p><a href=\"{}\">Return to the application</a></p>", escape(url)),
+        None => "<p class=\"muted\">You can close this window.</p>".to_owned(),
+    };
+    page(StatusCode::OK, "Signed out", &format!("<h1>You are signed out</h1>{next}"))
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub const CLIENT_SECRET_PREFIX: &str = "agora_cs_";
 /// How long a fetched metadata document is trusted before it is fetched again.
 const METADATA_DOCUMENT_TTL: i64 = 3600;
 const METADATA_DOCUMENT_MAX_BYTES: usize = 16 * 1024;
+/// How long a metadata document that failed to fetch is left alone.
+const FAILED_DOCUMENT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(60);
 const REGISTRATIONS_PER_IP: i64 = 30;
 const MAX_URIS: usize = 20;
 
@@ -182,6 +184,12 @@ pub async fn metadata_document_client(server: &AuthServer, client_id: &str) -> O
             return Ok(stored);
         }
     }
+    {
+        let failed = server.failed_documents.lock().expect("failed-documents lock");
+        if failed.get(client_id).is_some_and(|at| at.elapsed() < FAILED_DOCUMENT_BACKOFF) {
+            return Ok(stored);
+        }
+    }
     match fetch_metadata_document(server, client_id).await {
         Ok(valid) => {
             let client = server
@@ -204,7 +212,13 @@ pub async fn metadata_document_client(server: &AuthServer, client_id: &str) -> O
         }
         Err(e) => {
             tracing::warn!(client = %client_id, error = %e.description, "client metadata document unusable");
-            Ok(None)
+            let mut failed = server.failed_documents.lock().expect("failed-documents lock");
+            if failed.len() >= 10_000 {
+                failed.retain(|_, at| at.elapsed() < FAILED_DOCUMENT_BACKOFF);
+            }
+            failed.insert(client_id.to_owned(), std::time::Instant::now());
+            // A stale copy still serves while the document cannot be fetched.
+            Ok(stored)
         }
     }
 }

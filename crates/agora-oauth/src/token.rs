@@ -97,16 +97,19 @@ async fn authorization_code(server: &AuthServer, client: &Client, form: &TokenFo
         return Err(OAuthError::invalid_request("code_verifier must be 43-128 characters of [A-Za-z0-9-._~]"));
     }
     let now = now();
-    let (stored, grant) = match server.store.redeem_code(&token_digest(code), now).await? {
-        CodeRedemption::Redeemed(stored, grant) => (stored, grant),
-        CodeRedemption::Replayed => {
-            tracing::warn!(client = %client.id, "authorization code replayed; its grant is revoked");
-            return Err(OAuthError::invalid_grant("the code was already used; tokens issued from it are revoked"));
-        }
-        CodeRedemption::Unknown => return Err(OAuthError::invalid_grant("unknown code")),
+    let digest = token_digest(code);
+    // Everything is checked before the code is spent, so a request that cannot redeem it (wrong
+    // client, no verifier) cannot burn it either.
+    let Some((stored, grant, used)) = server.store.peek_code(&digest).await? else {
+        return Err(OAuthError::invalid_grant("unknown code"));
     };
     if grant.client_id != client.id {
         return Err(OAuthError::invalid_grant("the code was issued to another client"));
+    }
+    if used {
+        server.store.revoke_grant(&grant.id, now).await?;
+        tracing::warn!(client = %client.id, "authorization code replayed; its grant is revoked");
+        return Err(OAuthError::invalid_grant("the code was already used; tokens issued from it are revoked"));
     }
     if stored.expires_at < now {
         return Err(OAuthError::invalid_grant("the code has expired"));
@@ -119,6 +122,13 @@ async fn authorization_code(server: &AuthServer, client: &Client, form: &TokenFo
     }
     if !pkce_s256_matches(verifier, &stored.code_challenge) {
         return Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"));
+    }
+    match server.store.redeem_code(&digest, now).await? {
+        CodeRedemption::Redeemed => {}
+        // Lost a race with a concurrent redemption of the same code: that is a replay too.
+        CodeRedemption::Replayed | CodeRedemption::Unknown => {
+            return Err(OAuthError::invalid_grant("the code was already used; tokens issued from it are revoked"));
+        }
     }
     let user = server
         .store
@@ -232,12 +242,7 @@ async fn client_credentials(server: &AuthServer, client: &Client, form: &TokenFo
         return Err(OAuthError::new(ErrorCode::InvalidScope, format!("scope `{user_scope}` needs a user")));
     }
     if let Some(resource) = form.resource.as_deref() {
-        if url::Url::parse(resource).map_or(true, |u| u.fragment().is_some()) {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidTarget,
-                "resource must be an absolute URI without a fragment",
-            ));
-        }
+        server.config.check_resource(resource)?;
     }
     let issue = Issue {
         client,

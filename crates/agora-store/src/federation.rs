@@ -16,6 +16,10 @@ pub struct ExternalProfile {
     pub picture: Option<String>,
 }
 
+fn verified_email_of(profile: &ExternalProfile) -> Option<&str> {
+    profile.email.as_deref().filter(|_| profile.email_verified)
+}
+
 macro_rules! provider_columns {
     () => {
         "id, client_id, name, issuer, audience, jwks_uri, public_key_pem, algorithms, default_scopes, \
@@ -184,39 +188,45 @@ impl Store {
                 .bind(subject)
                 .fetch_optional(self.pool())
                 .await?;
-        let same_email = match &profile.email {
-            Some(email) => {
-                sqlx::query_scalar::<_, String>("SELECT id FROM users WHERE email = $1")
-                    .bind(email)
-                    .fetch_optional(self.pool())
-                    .await?
-            }
+        // Only a verified address is ever stored on a user or linked by: otherwise anyone could claim
+        // someone else's address at their provider and later receive that person's sign-in.
+        let verified_email = verified_email_of(profile);
+        let holder = match verified_email {
+            Some(email) => sqlx::query("SELECT id, email_verified FROM users WHERE email = $1")
+                .bind(email)
+                .fetch_optional(self.pool())
+                .await?
+                .map(|row| Ok::<_, StoreError>((row.try_get::<String, _>("id")?, crate::flag(&row, "email_verified")?)))
+                .transpose()?,
             None => None,
         };
-        let user_id =
-            match decide_identity(linked.as_deref(), same_email.as_deref(), profile.email_verified, link_by_email) {
-                IdentityDecision::Linked(user_id) => user_id,
-                IdentityDecision::LinkExisting(user_id) => {
-                    self.link_identity(issuer, subject, &user_id, now).await?;
-                    user_id
-                }
-                IdentityDecision::Create { with_email } => {
-                    let user_id = uuid::Uuid::new_v4().to_string();
-                    let mut tx = self.pool().begin().await?;
-                    sqlx::query(
+        // Linking needs both sides verified; an address held unverified is still taken.
+        let same_email = holder.as_ref().filter(|(_, verified)| *verified).map(|(id, _)| id.as_str());
+        let taken = holder.is_some();
+        let user_id = match decide_identity(linked.as_deref(), same_email, verified_email.is_some(), link_by_email) {
+            IdentityDecision::Linked(user_id) => user_id,
+            IdentityDecision::LinkExisting(user_id) => {
+                self.link_identity(issuer, subject, &user_id, now).await?;
+                user_id
+            }
+            IdentityDecision::Create { with_email } => {
+                let with_email = with_email && verified_email.is_some() && !taken;
+                let user_id = uuid::Uuid::new_v4().to_string();
+                let mut tx = self.pool().begin().await?;
+                sqlx::query(
                     "INSERT INTO users (id, email, email_verified, name, picture, disabled, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, 0, $6, $6)",
                 )
                 .bind(&user_id)
-                .bind(if with_email { profile.email.as_deref() } else { None })
-                .bind(i64::from(with_email && profile.email_verified))
+                .bind(if with_email { verified_email } else { None })
+                .bind(i64::from(with_email))
                 .bind(&profile.name)
                 .bind(&profile.picture)
                 .bind(now)
                 .execute(&mut *tx)
                 .await
                 .map_err(conflict_as("a user with this email"))?;
-                    sqlx::query(
+                sqlx::query(
                     "INSERT INTO federated_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
                 )
                 .bind(issuer)
@@ -226,10 +236,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(conflict_as("the external identity"))?;
-                    tx.commit().await.map_err(conflict_as("the external identity"))?;
-                    user_id
-                }
-            };
+                tx.commit().await.map_err(conflict_as("the external identity"))?;
+                user_id
+            }
+        };
         self.refresh_external_profile(&user_id, profile, now).await?;
         self.user_by_id(&user_id)
             .await?
@@ -248,8 +258,8 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps name and picture fresh; the email only when it stays unique, and `email_verified`
-    /// only for the address the user has.
+    /// Keeps name and picture fresh, and the email when the provider vouches for it (verified) and
+    /// no other user holds it.
     async fn refresh_external_profile(&self, user_id: &str, profile: &ExternalProfile, now: UnixTime) -> Result<()> {
         sqlx::query(
             "UPDATE users SET name = COALESCE($1, name), picture = COALESCE($2, picture), updated_at = $3 WHERE id = $4",
@@ -260,13 +270,12 @@ impl Store {
         .bind(user_id)
         .execute(self.pool())
         .await?;
-        if let Some(email) = &profile.email {
+        if let Some(email) = verified_email_of(profile) {
             let moved = sqlx::query(
-                "UPDATE users SET email = $1, email_verified = $2 WHERE id = $3 \
-                 AND NOT EXISTS (SELECT 1 FROM users other WHERE other.email = $1 AND other.id <> $3)",
+                "UPDATE users SET email = $1, email_verified = 1 WHERE id = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM users other WHERE other.email = $1 AND other.id <> $2)",
             )
             .bind(email)
-            .bind(i64::from(profile.email_verified))
             .bind(user_id)
             .execute(self.pool())
             .await;

@@ -41,7 +41,7 @@ pub struct StoredCode {
 }
 
 pub enum CodeRedemption {
-    Redeemed(StoredCode, Grant),
+    Redeemed,
     /// The code was used before; its grant (and every token from it) is now revoked.
     Replayed,
     Unknown,
@@ -181,17 +181,36 @@ impl Store {
         Ok(())
     }
 
+    /// A code's record, its grant, and whether it was already used; nothing is spent.
+    pub async fn peek_code(&self, code_digest: &str) -> Result<Option<(StoredCode, Grant, bool)>> {
+        let row = sqlx::query(
+            "SELECT grant_id, redirect_uri, nonce, code_challenge, expires_at, used_at FROM auth_codes WHERE code_hash = $1",
+        )
+        .bind(code_digest)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let code = StoredCode {
+            redirect_uri: row.try_get("redirect_uri")?,
+            nonce: row.try_get("nonce")?,
+            code_challenge: row.try_get("code_challenge")?,
+            expires_at: row.try_get("expires_at")?,
+        };
+        let used = row.try_get::<Option<i64>, _>("used_at")?.is_some();
+        let grant_id: String = row.try_get("grant_id")?;
+        Ok(self.grant(&grant_id).await?.map(|grant| (code, grant, used)))
+    }
+
     /// Marks a code used, exactly once. A second redemption revokes the grant (RFC 6749 §4.1.2).
     pub async fn redeem_code(&self, code_digest: &str, now: UnixTime) -> Result<CodeRedemption> {
-        let row = sqlx::query(
-            "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL \
-             RETURNING grant_id, redirect_uri, nonce, code_challenge, expires_at",
+        let spent: Option<String> = sqlx::query_scalar(
+            "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING grant_id",
         )
         .bind(now)
         .bind(code_digest)
         .fetch_optional(self.pool())
         .await?;
-        let Some(row) = row else {
+        if spent.is_none() {
             let grant_id: Option<String> = sqlx::query_scalar("SELECT grant_id FROM auth_codes WHERE code_hash = $1")
                 .bind(code_digest)
                 .fetch_optional(self.pool())
@@ -203,18 +222,8 @@ impl Store {
                 }
                 None => CodeRedemption::Unknown,
             });
-        };
-        let grant_id: String = row.try_get("grant_id")?;
-        let code = StoredCode {
-            redirect_uri: row.try_get("redirect_uri")?,
-            nonce: row.try_get("nonce")?,
-            code_challenge: row.try_get("code_challenge")?,
-            expires_at: row.try_get("expires_at")?,
-        };
-        match self.grant(&grant_id).await? {
-            Some(grant) => Ok(CodeRedemption::Redeemed(code, grant)),
-            None => Ok(CodeRedemption::Unknown),
         }
+        Ok(CodeRedemption::Redeemed)
     }
 
     pub async fn insert_refresh_token(

@@ -70,7 +70,12 @@ impl Store {
             return Ok(false);
         }
         for (key, state) in [(active, "active"), (next, "next")] {
-            self.insert_key(&mut tx, key, state, now).await?;
+            match self.insert_key(&mut tx, key, state, now).await {
+                Ok(()) => {}
+                // Another replica installed its keys first.
+                Err(StoreError::Conflict(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            }
         }
         tx.commit().await.map_err(conflict_as("a signing key"))?;
         Ok(true)
@@ -127,7 +132,7 @@ impl Store {
         .bind((state == "active").then_some(now))
         .execute(&mut **tx)
         .await
-        .map_err(conflict_as("a signing key with this kid"))?;
+        .map_err(conflict_as("a signing key in this role"))?;
         Ok(())
     }
 }

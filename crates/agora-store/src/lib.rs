@@ -178,6 +178,7 @@ fn migrator(backend: Backend) -> Migrator {
         (1, "init", include_str!("../migrations/0001_init.sql")),
         (2, "federation", include_str!("../migrations/0002_federation.sql")),
         (3, "upstreams", include_str!("../migrations/0003_upstreams.sql")),
+        (4, "one signing key per role", include_str!("../migrations/0004_one_signing_key_per_role.sql")),
     ];
     let migrations = sources
         .into_iter()

@@ -337,6 +337,13 @@ async fn provider_command(store: &agora_store::Store, command: ProviderCommand, 
                 "custom" => ("Custom".to_owned(), issuer, jwks_uri),
                 other => {
                     let p = preset(other, tenant.as_deref()).map_err(|e| usage(&e))?;
+                    // These issuers sign tokens for every app that uses them: without an audience
+                    // check, a token issued to any other app would be accepted.
+                    if audience.is_none() {
+                        return Err(AppError::Usage(format!(
+                            "--audience is required with --preset {other} (your app's client id or API identifier there)"
+                        )));
+                    }
                     // A preset's JWKS URL gives way to an explicit key file.
                     let jwks_uri = public_key_file.is_none().then_some(p.jwks_uri);
                     (p.name.to_owned(), Some(p.issuer), jwks_uri)
@@ -476,8 +483,7 @@ pub async fn run_keys(config: Config, command: KeysCommand) -> Result<(), AppErr
                 None => config.signing_alg,
             };
             keys.ensure_keys(alg, now).await?;
-            let retain = config.access_token_ttl.max(3600);
-            let kid = keys.rotate(alg, now, retain).await?;
+            let kid = keys.rotate(alg, now, agora_oauth::retired_key_retention(config.access_token_ttl)).await?;
             println!("now signing with {kid}; the previous key stays published until its tokens expire");
         }
         KeysCommand::List => {

@@ -63,8 +63,7 @@ struct FileConfig {
     log: Option<String>,
 }
 
-/// The resolved configuration.
-#[derive(Debug)]
+/// The resolved configuration. Not `Debug`: it holds the master key and URLs with credentials.
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: String,

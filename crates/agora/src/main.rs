@@ -110,6 +110,7 @@ pub fn oauth_config(config: &Config, public_url: url::Url) -> agora_oauth::OAuth
     oauth.audiences = config.audiences.clone();
     oauth.signing_alg = config.signing_alg;
     oauth.open_registration = config.open_registration;
+    oauth.resources = vec![format!("{}{}", oauth.base(), agora_hub::HUB_PATH)];
     oauth.allow_loopback_fetch = config.allow_loopback_fetch;
     oauth.jwks_cache_ttl = std::time::Duration::from_secs(config.jwks_cache_ttl);
     oauth.jwks_refetch_interval = std::time::Duration::from_secs(config.jwks_refetch_interval);
