@@ -29,7 +29,10 @@ pub(crate) const CSRF_COOKIE: &str = "agora_csrf";
 const AUTH_REQUEST_TTL: i64 = 600;
 const LOGIN_CODE_TTL: i64 = 600;
 const RATE_WINDOW: i64 = 900;
-const MAX_FAILURES_PER_ACCOUNT: i64 = 10;
+/// Failed passwords for one account from one address before that address is locked out of it.
+const MAX_FAILURES_PER_ACCOUNT_AND_IP: i64 = 10;
+/// Failed passwords for one account from everywhere (a distributed guess) before it is locked.
+const MAX_FAILURES_PER_ACCOUNT: i64 = 100;
 const MAX_ATTEMPTS_PER_IP: i64 = 50;
 const MAX_CODES_PER_ACCOUNT: i64 = 5;
 
@@ -464,8 +467,12 @@ pub async fn password_login(
         Err(page) => return page,
     };
     let email = agora_core::email::normalize(&form.email).unwrap_or_default();
-    let (ip_bucket, account_bucket) = (format!("login-ip:{ip}"), format!("login-account:{email}"));
+    // Lockout is per (account, address) first, so a stranger's guesses cannot lock the owner out
+    // from elsewhere; a much higher per-account limit still stops guesses from many addresses.
+    let (ip_bucket, pair_bucket, account_bucket) =
+        (format!("login-ip:{ip}"), format!("login-account-ip:{email}:{ip}"), format!("login-account:{email}"));
     if server.rate_limited(&ip_bucket, MAX_ATTEMPTS_PER_IP).await
+        || server.rate_limited(&pair_bucket, MAX_FAILURES_PER_ACCOUNT_AND_IP).await
         || server.rate_limited(&account_bucket, MAX_FAILURES_PER_ACCOUNT).await
     {
         return login_page(
@@ -501,6 +508,7 @@ pub async fn password_login(
         None => {
             // Only failures count, so people behind one shared address can still sign in.
             server.rate_hit(&ip_bucket).await;
+            server.rate_hit(&pair_bucket).await;
             server.rate_hit(&account_bucket).await;
             tracing::info!(%ip, "failed password sign-in");
             login_page(
