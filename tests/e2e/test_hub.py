@@ -185,3 +185,21 @@ def test_prompts_and_resources_are_aggregated(hub):
     assert "notes://by-index/{index}" in templates
     # Both upstreams list notes://all: the URI routes to the one listed first, and it answers.
     assert everything.contents and by_index.contents
+
+
+def test_revocation_reaches_the_hub_within_seconds(hub):
+    creds = hub.create_client(name="revoker")
+    token = requests.post(hub.url("/oauth/token"), data={"grant_type": "client_credentials"},
+                          auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+               "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+    ping = lambda: requests.post(hub.url("/hub/mcp"), json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=headers, timeout=10)
+    assert ping().status_code == 200
+    assert ping().status_code == 200  # now answered from the liveness cache
+    revoked = requests.post(hub.url("/oauth/token/revocation"), data={"token": token},
+                            auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10)
+    assert revoked.status_code == 200
+    deadline = time.time() + 5
+    while ping().status_code != 401:
+        assert time.time() < deadline, "a revoked token must stop working at the hub within seconds"
+        time.sleep(0.2)

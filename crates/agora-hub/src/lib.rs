@@ -151,7 +151,7 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
     let Some(token) = token else {
         return unauthorized(&hub, None);
     };
-    match hub.auth.verify_access_token(&token).await {
+    match hub.auth.verify_access_token_cached(&token).await {
         Ok(claims) => {
             request.extensions_mut().insert(claims);
             next.run(request).await

@@ -137,6 +137,7 @@ pub struct AuthServer {
     /// Metadata-document URLs whose last fetch failed, and when: not fetched again for a while, so
     /// anonymous requests cannot turn agora into a fetch amplifier.
     failed_documents: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    liveness: tokens::LivenessCache,
 }
 
 const CSRF_KEY_SETTING: &str = "csrf_key";
@@ -158,6 +159,7 @@ impl AuthServer {
             fetcher,
             provider_keys,
             failed_documents: Default::default(),
+            liveness: Default::default(),
         }))
     }
 

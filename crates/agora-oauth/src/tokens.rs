@@ -186,9 +186,59 @@ impl AuthServer {
         Ok(token)
     }
 
-    /// Verifies an access token agora issued: signature, `typ`, `iss`, `aud`, expiry, and that neither
-    /// it, its grant, nor its client has been revoked.
+    /// Verifies an access token agora issued: signature, `typ`, `iss`, `aud`, expiry, and — asking
+    /// the database — that neither it, its grant, its client nor its user has been revoked.
     pub async fn verify_access_token(&self, token: &str) -> Result<AccessClaims, String> {
+        let claims = self.verify_signature(token).await?;
+        match self.token_live(&claims).await {
+            Ok(true) => Ok(claims),
+            Ok(false) => Err(REVOKED.into()),
+            Err(e) => {
+                tracing::error!(error = %e, "revocation check failed");
+                Err(UNCHECKABLE.into())
+            }
+        }
+    }
+
+    /// As [`Self::verify_access_token`], for hot paths (the hub): the liveness answer for a token is
+    /// remembered until the revocation epoch moves, which [`Self::watch_revocations`] notices within
+    /// a second. A known token then costs no database query.
+    pub async fn verify_access_token_cached(&self, token: &str) -> Result<AccessClaims, String> {
+        let claims = self.verify_signature(token).await?;
+        if let Some(live) = self.liveness.get(&claims.jti) {
+            return if live { Ok(claims) } else { Err(REVOKED.into()) };
+        }
+        let epoch = self.liveness.epoch();
+        match self.token_live(&claims).await {
+            Ok(live) => {
+                self.liveness.put(epoch, &claims.jti, live, claims.exp);
+                if live { Ok(claims) } else { Err(REVOKED.into()) }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "revocation check failed");
+                Err(UNCHECKABLE.into())
+            }
+        }
+    }
+
+    /// Polls the revocation epoch every second and forgets cached liveness answers when it moves.
+    /// Runs until the process ends; one tiny query per second per replica.
+    pub async fn watch_revocations(self: std::sync::Arc<Self>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            match self.store.revocation_epoch().await {
+                Ok(epoch) => self.liveness.advance(epoch),
+                Err(e) => {
+                    // Unsure whether anything was revoked: stop trusting the cache.
+                    tracing::warn!(error = %e, "cannot read the revocation epoch");
+                    self.liveness.clear();
+                }
+            }
+        }
+    }
+
+    async fn verify_signature(&self, token: &str) -> Result<AccessClaims, String> {
         let mut validation = Validation::default();
         validation.set_issuer(&[self.config.issuer()]);
         validation.set_audience(&self.config.audiences);
@@ -197,23 +247,82 @@ impl AuthServer {
         let (claims, typ) = self.keys.verify::<AccessClaims>(token, validation).await.map_err(|e| match e {
             VerifyError::Keys(e) => {
                 tracing::error!(error = %e, "signing keys unavailable");
-                "token cannot be checked now".to_owned()
+                UNCHECKABLE.to_owned()
             }
             other => other.to_string(),
         })?;
         if typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
             return Err("not an access token".into());
         }
+        Ok(claims)
+    }
+
+    async fn token_live(&self, claims: &AccessClaims) -> Result<bool, agora_store::StoreError> {
         // Tokens a client holds for itself (client_credentials) have the client as subject and no user.
         let user = (claims.sub != claims.client_id).then_some(claims.sub.as_str());
-        match self.store.access_token_live(&claims.jti, claims.sid.as_deref(), &claims.client_id, user).await {
-            Ok(true) => Ok(claims),
-            Ok(false) => Err("token has been revoked".into()),
-            Err(e) => {
-                tracing::error!(error = %e, "revocation check failed");
-                Err("token cannot be checked now".into())
+        self.store.access_token_live(&claims.jti, claims.sid.as_deref(), &claims.client_id, user).await
+    }
+}
+
+const REVOKED: &str = "token has been revoked";
+const UNCHECKABLE: &str = "token cannot be checked now";
+
+/// Remembered liveness answers by `jti`, valid for one revocation epoch.
+#[derive(Default)]
+pub(crate) struct LivenessCache {
+    state: std::sync::Mutex<LivenessState>,
+}
+
+#[derive(Default)]
+struct LivenessState {
+    epoch: Option<i64>,
+    answers: std::collections::HashMap<String, (bool, i64)>,
+}
+
+/// Bound on remembered answers; past it the cache starts over (it only saves queries).
+const LIVENESS_CAPACITY: usize = 100_000;
+
+impl LivenessCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LivenessState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn get(&self, jti: &str) -> Option<bool> {
+        self.lock().answers.get(jti).map(|(live, _)| *live)
+    }
+
+    fn epoch(&self) -> Option<i64> {
+        self.lock().epoch
+    }
+
+    /// Stores an answer computed during `epoch`, unless the epoch moved meanwhile.
+    fn put(&self, epoch: Option<i64>, jti: &str, live: bool, exp: i64) {
+        let mut state = self.lock();
+        if state.epoch != epoch || epoch.is_none() {
+            return;
+        }
+        if state.answers.len() >= LIVENESS_CAPACITY {
+            let now = crate::now();
+            state.answers.retain(|_, (_, exp)| *exp > now);
+            if state.answers.len() >= LIVENESS_CAPACITY {
+                state.answers.clear();
             }
         }
+        state.answers.insert(jti.to_owned(), (live, exp));
+    }
+
+    fn advance(&self, epoch: i64) {
+        let mut state = self.lock();
+        if state.epoch != Some(epoch) {
+            state.answers.clear();
+            state.epoch = Some(epoch);
+        }
+    }
+
+    fn clear(&self) {
+        let mut state = self.lock();
+        state.answers.clear();
+        state.epoch = None;
     }
 }
 
@@ -235,6 +344,20 @@ mod tests {
         assert!(!is_pkce_value(&"a".repeat(42)));
         assert!(!is_pkce_value(&"a".repeat(129)));
         assert!(!is_pkce_value(&format!("{}+", "a".repeat(43))));
+    }
+
+    #[test]
+    fn liveness_answers_last_one_epoch() {
+        let cache = LivenessCache::default();
+        cache.put(None, "a", true, i64::MAX);
+        assert_eq!(cache.get("a"), None, "nothing is cached before the epoch is known");
+        cache.advance(1);
+        cache.put(Some(1), "a", true, i64::MAX);
+        assert_eq!(cache.get("a"), Some(true));
+        cache.put(Some(0), "b", true, i64::MAX);
+        assert_eq!(cache.get("b"), None, "an answer from an older epoch is dropped");
+        cache.advance(2);
+        assert_eq!(cache.get("a"), None, "a revocation anywhere forgets every answer");
     }
 
     #[test]

@@ -135,6 +135,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        crate::grants::bump_revocation_epoch(&mut tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

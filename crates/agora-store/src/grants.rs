@@ -173,11 +173,14 @@ impl Store {
     }
 
     pub async fn revoke_grant(&self, id: &str, now: UnixTime) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
         sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        bump_revocation_epoch(&mut tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -298,11 +301,14 @@ impl Store {
     }
 
     pub async fn revoke_access_token(&self, jti: &str, expires_at: UnixTime) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
         sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
             .bind(jti)
             .bind(expires_at)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        bump_revocation_epoch(&mut tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -333,4 +339,10 @@ impl Store {
             && count("live_client")? > 0
             && (user_id.is_none() || count("live_user")? > 0))
     }
+}
+
+/// Marks, inside a revoking transaction, that cached liveness answers are stale.
+pub(crate) async fn bump_revocation_epoch(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+    sqlx::query("UPDATE revocation_epoch SET epoch = epoch + 1 WHERE id = 1").execute(&mut **tx).await?;
+    Ok(())
 }

@@ -152,6 +152,11 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The revocation epoch: it changes whenever any token, grant, client or user is revoked.
+    pub async fn revocation_epoch(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT epoch FROM revocation_epoch WHERE id = 1").fetch_one(&self.pool).await?)
+    }
+
     /// Deletes rows whose lifetime has passed. Safe to run from every replica at any time.
     pub async fn purge_expired(&self, now: i64) -> Result<u64> {
         let statements = [
@@ -179,6 +184,7 @@ fn migrator(backend: Backend) -> Migrator {
         (2, "federation", include_str!("../migrations/0002_federation.sql")),
         (3, "upstreams", include_str!("../migrations/0003_upstreams.sql")),
         (4, "one signing key per role", include_str!("../migrations/0004_one_signing_key_per_role.sql")),
+        (5, "revocation epoch", include_str!("../migrations/0005_revocation_epoch.sql")),
     ];
     let migrations = sources
         .into_iter()

@@ -65,6 +65,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         }));
 
     let upkeep = tokio::spawn(upkeep(server.clone()));
+    let revocations = tokio::spawn(server.clone().watch_revocations());
     println!("agora listening on http://{bound}");
     println!("  issuer: {}", server.config.issuer());
     println!("  hub:    {}{}", server.config.base(), agora_hub::HUB_PATH);
@@ -73,6 +74,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         .await
         .map_err(|source| AppError::Io { context: "server failed".into(), source })?;
     upkeep.abort();
+    revocations.abort();
     hub.shutdown().await;
     store.close().await;
     tracing::info!("stopped");
