@@ -2,6 +2,7 @@
 tools from the built-in demo, a stdio upstream and a remote HTTP upstream, and calls routed to each."""
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -53,6 +54,41 @@ def hub():
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def message_of(response):
+    """The JSON-RPC message of a response, whether sent as JSON or as a one-event SSE stream."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        for line in response.text.splitlines():
+            if line.startswith("data:") and line[5:].strip():
+                return json.loads(line[5:])
+        return None
+    return response.json()
+
+
+class RawSession:
+    """A 2025-11-25 MCP session spoken over plain HTTP, to look at what the wire carries."""
+
+    def __init__(self, hub, token, url=None):
+        self.url, self.token = url or hub.url("/hub/mcp"), token
+        init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+        r = requests.post(self.url, json=init, headers=self.headers(session=False), timeout=10)
+        assert r.status_code == 200, r.text
+        self.id = r.headers["Mcp-Session-Id"]
+        assert requests.post(self.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                             headers=self.headers(), timeout=10).status_code == 202
+
+    def headers(self, session=True, token=None, **extra):
+        h = {"Authorization": f"Bearer {token or self.token}", "Content-Type": "application/json",
+             "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+        if session:
+            h["Mcp-Session-Id"] = self.id
+        return {**h, **extra}
+
+    def post(self, body, url=None, token=None, **extra):
+        data = body if isinstance(body, str) else json.dumps(body)
+        return requests.post(url or self.url, data=data, headers=self.headers(token=token, **extra), timeout=30)
 
 
 async def with_client(hub, token, action):
@@ -124,9 +160,7 @@ def test_no_child_process_survives_shutdown(hub):
 
 
 def test_bad_input_gets_jsonrpc_errors(hub):
-    headers = {"Authorization": f"Bearer {hub.token}", "Content-Type": "application/json",
-               "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
-    post = lambda body, **extra: requests.post(hub.url("/hub/mcp"), data=body, headers={**headers, **extra}, timeout=10)
+    session = RawSession(hub, hub.token)
     cases = [
         ("not json", {}, 400, -32700),
         ('{"jsonrpc":"1.0","id":1,"method":"tools/list"}', {}, 400, -32600),
@@ -138,31 +172,41 @@ def test_bad_input_gets_jsonrpc_errors(hub):
         ('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"demo_echo","arguments":{"text":"' + "x" * 5_000_000 + '"}}}', {}, 413, -32600),
     ]
     for body, extra, status, code in cases:
-        r = post(body, **extra)
+        r = session.post(body, **extra)
         assert r.status_code == status, (body[:60], r.status_code, r.text[:200])
-        assert r.json()["error"]["code"] == code, (body[:60], r.text[:200])
-    mismatch = post('{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}',
-                    **{"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call"})
+        assert message_of(r)["error"]["code"] == code, (body[:60], r.text[:200])
+    headers = {"Authorization": f"Bearer {hub.token}", "Content-Type": "application/json",
+               "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call"}
+    mismatch = requests.post(hub.url("/hub/mcp"), headers=headers, timeout=10, json={
+        "jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}})
     assert mismatch.status_code == 400 and "does not match" in mismatch.json()["error"]["message"]
-    wrong_args = post('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"demo_echo","arguments":{"wrong":1}}}')
-    assert wrong_args.status_code == 200 and wrong_args.json()["result"]["isError"] is True
+    wrong_args = session.post({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "demo_echo", "arguments": {"wrong": 1}}})
+    assert wrong_args.status_code == 200 and message_of(wrong_args)["result"]["isError"] is True
 
 
-def test_any_process_serves_any_request(hub):
-    """Stateless serving: what one process started, another process on the same database continues."""
+def test_sessions_continue_on_another_process_and_belong_to_their_subject(hub):
+    """A session started on one process continues on a second one over the same database; nobody else may use it."""
+    session = RawSession(hub, hub.token)
     # Replicas share the database and the configured public URL (and so the issuer).
     second = Agora("sqlite", env={"AGORA_DATA_DIR": hub.data_dir, "AGORA_LOG": "warn", "AGORA_PUBLIC_URL": hub.base})
     try:
-        headers = {"Authorization": f"Bearer {hub.token}", "Content-Type": "application/json",
-                   "Accept": "application/json, text/event-stream"}
-        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
-        assert requests.post(hub.url("/hub/mcp"), json=init, headers=headers, timeout=10).status_code == 200
-        # The second process has its own origin (port); the token, issued by the first, verifies there too.
-        listed = requests.post(second.url("/hub/mcp"), json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-                               headers={**headers, "MCP-Protocol-Version": "2025-11-25"}, timeout=30)
+        listed = session.post({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, url=second.url("/hub/mcp"))
         assert listed.status_code == 200, listed.text
-        assert any(t["name"] == "local_add_note" for t in listed.json()["result"]["tools"])
+        assert any(t["name"] == "local_add_note" for t in message_of(listed)["result"]["tools"])
+
+        creds = hub.create_client(name="someone-else")
+        other = requests.post(hub.url("/oauth/token"), data={"grant_type": "client_credentials"},
+                              auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+        for url in (hub.url("/hub/mcp"), second.url("/hub/mcp")):
+            hijack = session.post({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, url=url, token=other)
+            assert hijack.status_code == 404, "a session answers only to its own subject"
+        tampered = session.post({"jsonrpc": "2.0", "id": 4, "method": "tools/list"}, **{"Mcp-Session-Id": session.id[:-2] + "zz"})
+        assert tampered.status_code == 404
+
+        ended = requests.delete(second.url("/hub/mcp"), headers=session.headers(), timeout=10)
+        assert ended.status_code in (200, 202, 204), ended.text
+        after = session.post({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}, url=second.url("/hub/mcp"))
+        assert after.status_code == 404
     finally:
         second.stop()
 
@@ -191,9 +235,8 @@ def test_revocation_reaches_the_hub_within_seconds(hub):
     creds = hub.create_client(name="revoker")
     token = requests.post(hub.url("/oauth/token"), data={"grant_type": "client_credentials"},
                           auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-               "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
-    ping = lambda: requests.post(hub.url("/hub/mcp"), json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=headers, timeout=10)
+    session = RawSession(hub, token)
+    ping = lambda: session.post({"jsonrpc": "2.0", "id": 1, "method": "ping"})
     assert ping().status_code == 200
     assert ping().status_code == 200  # now answered from the liveness cache
     revoked = requests.post(hub.url("/oauth/token/revocation"), data={"token": token},

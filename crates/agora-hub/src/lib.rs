@@ -5,6 +5,7 @@
 
 mod demo;
 mod handler;
+mod sessions;
 mod upstream;
 
 use std::sync::Arc;
@@ -34,7 +35,9 @@ pub struct HubConfig {
 
 pub struct Hub {
     auth: Arc<AuthServer>,
+    store: Store,
     pool: Arc<UpstreamPool>,
+    owners: sessions::SessionOwners,
     shutdown: CancellationToken,
 }
 
@@ -42,7 +45,9 @@ impl Hub {
     pub fn new(auth: Arc<AuthServer>, store: Store, config: &HubConfig) -> Arc<Self> {
         Arc::new(Self {
             auth,
-            pool: Arc::new(UpstreamPool::new(store, config.demo_upstream)),
+            pool: Arc::new(UpstreamPool::new(store.clone(), config.demo_upstream)),
+            owners: sessions::SessionOwners::new(store.clone()),
+            store,
             shutdown: CancellationToken::new(),
         })
     }
@@ -71,19 +76,19 @@ pub fn router(hub: Arc<Hub>, config: &HubConfig) -> Router {
     };
     let origin = base.origin().ascii_serialization();
     let handler = handler::HubHandler { pool: hub.pool.clone() };
-    let mcp = StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default()
-            // Stateless: any replica answers any request; nothing to lose on restart.
-            .with_legacy_session_mode(false)
-            .with_json_response(true)
-            .with_max_request_body_bytes(config.max_body_bytes)
-            // DNS-rebinding protection: only our own host, only our own origin.
-            .with_allowed_hosts([base.host_str().unwrap_or_default().to_owned(), authority])
-            .with_allowed_origins([origin])
-            .with_cancellation_token(hub.shutdown.child_token()),
-    );
+    let mut mcp_config = StreamableHttpServerConfig::default()
+        // Sessions for revisions before 2026-07-28 (later ones are always sessionless), restorable on
+        // any replica from the database.
+        .with_legacy_session_mode(true)
+        .with_json_response(true)
+        .with_max_request_body_bytes(config.max_body_bytes)
+        // DNS-rebinding protection: only our own host, only our own origin.
+        .with_allowed_hosts([base.host_str().unwrap_or_default().to_owned(), authority])
+        .with_allowed_origins([origin])
+        .with_cancellation_token(hub.shutdown.child_token());
+    mcp_config.session_store = Some(Arc::new(sessions::DatabaseSessionStore { store: hub.store.clone() }));
+    let mcp =
+        StreamableHttpService::new(move || Ok(handler.clone()), Arc::new(LocalSessionManager::default()), mcp_config);
     Router::new()
         .route(METADATA_PATH, get(protected_resource_metadata))
         .nest_service(HUB_PATH, mcp)
@@ -151,13 +156,42 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
     let Some(token) = token else {
         return unauthorized(&hub, None);
     };
-    match hub.auth.verify_access_token_cached(&token).await {
-        Ok(claims) => {
-            request.extensions_mut().insert(claims);
-            next.run(request).await
+    let claims = match hub.auth.verify_access_token_cached(&token).await {
+        Ok(claims) => claims,
+        Err(reason) => return unauthorized(&hub, Some(&reason)),
+    };
+    let session = request.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(session) = &session {
+        // A session is its creator's: another subject's token (or an unknown id) finds nothing.
+        match hub.owners.owner(session).await {
+            Ok(Some(owner)) if owner == claims.sub => {}
+            Ok(_) => return session_not_found(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read session owner");
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
         }
-        Err(reason) => unauthorized(&hub, Some(&reason)),
     }
+    let subject = claims.sub.clone();
+    request.extensions_mut().insert(claims);
+    let response = next.run(request).await;
+    if session.is_none() {
+        if let Some(created) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+            if let Err(e) = hub.owners.bind(created, &subject).await {
+                // An unbound session would be usable by anyone holding its id: refuse it instead.
+                tracing::error!(error = %e, "cannot bind the new session to its subject");
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+        }
+    }
+    response
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+fn session_not_found() -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "Session not found"}});
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
 fn unauthorized(hub: &Hub, error: Option<&str>) -> Response {

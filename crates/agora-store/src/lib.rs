@@ -8,6 +8,7 @@ mod clients;
 mod federation;
 mod grants;
 mod keys;
+mod mcp_sessions;
 pub mod secret;
 mod sessions;
 mod upstreams;
@@ -168,6 +169,8 @@ impl Store {
             "DELETE FROM login_codes WHERE expires_at < $1",
             "DELETE FROM rate_limits WHERE window_start < $1 - 86400",
             "DELETE FROM exchanged_subject_tokens WHERE expires_at < $1",
+            "DELETE FROM mcp_sessions WHERE created_at < $1 - 604800",
+            "DELETE FROM mcp_session_owners WHERE created_at < $1 - 604800",
         ];
         let mut purged = 0;
         for sql in statements {
@@ -185,6 +188,7 @@ fn migrator(backend: Backend) -> Migrator {
         (3, "upstreams", include_str!("../migrations/0003_upstreams.sql")),
         (4, "one signing key per role", include_str!("../migrations/0004_one_signing_key_per_role.sql")),
         (5, "revocation epoch", include_str!("../migrations/0005_revocation_epoch.sql")),
+        (6, "mcp sessions", include_str!("../migrations/0006_mcp_sessions.sql")),
     ];
     let migrations = sources
         .into_iter()
