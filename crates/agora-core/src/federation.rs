@@ -73,10 +73,10 @@ impl IdentityProvider {
         if !https_or_loopback(&self.issuer) {
             return Err(ProviderError::Issuer);
         }
-        if let KeySource::JwksUri(uri) = &self.keys {
-            if !https_or_loopback(uri) {
-                return Err(ProviderError::JwksUri);
-            }
+        if let KeySource::JwksUri(uri) = &self.keys
+            && !https_or_loopback(uri)
+        {
+            return Err(ProviderError::JwksUri);
         }
         if self.algorithms.is_empty() {
             return Err(ProviderError::NoAlgorithm);

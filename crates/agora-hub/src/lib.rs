@@ -175,14 +175,13 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
     let subject = claims.sub.clone();
     request.extensions_mut().insert(claims);
     let response = next.run(request).await;
-    if session.is_none() {
-        if let Some(created) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-            if let Err(e) = hub.owners.bind(created, &subject).await {
-                // An unbound session would be usable by anyone holding its id: refuse it instead.
-                tracing::error!(error = %e, "cannot bind the new session to its subject");
-                return StatusCode::SERVICE_UNAVAILABLE.into_response();
-            }
-        }
+    if session.is_none()
+        && let Some(created) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+        && let Err(e) = hub.owners.bind(created, &subject).await
+    {
+        // An unbound session would be usable by anyone holding its id: refuse it instead.
+        tracing::error!(error = %e, "cannot bind the new session to its subject");
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     response
 }

@@ -114,10 +114,10 @@ impl Upstream {
                         let mut cmd = tokio::process::Command::new(command);
                         // Only what is configured reaches the child: no agora secrets through inheritance.
                         cmd.args(args).env_clear().envs(env).kill_on_drop(true);
-                        if let Some(path) = std::env::var_os("PATH") {
-                            if !env.contains_key("PATH") {
-                                cmd.env("PATH", path);
-                            }
+                        if let Some(path) = std::env::var_os("PATH")
+                            && !env.contains_key("PATH")
+                        {
+                            cmd.env("PATH", path);
                         }
                         let transport = TokioChildProcess::builder(cmd)
                             .stderr(std::process::Stdio::null())
@@ -167,10 +167,10 @@ impl Upstream {
 
     /// Everything the upstream offers, from cache when fresh.
     pub async fn listing(&self) -> Result<Arc<Listing>, UpstreamError> {
-        if let Some((listing, at)) = self.listing.read().await.as_ref() {
-            if at.elapsed() < TOOL_LIST_TTL {
-                return Ok(listing.clone());
-            }
+        if let Some((listing, at)) = self.listing.read().await.as_ref()
+            && at.elapsed() < TOOL_LIST_TTL
+        {
+            return Ok(listing.clone());
         }
         let listing = self
             .request(|client| async move {

@@ -64,10 +64,10 @@ pub async fn exchange(
     if params.actor_token.is_some() {
         return Err(invalid_request("actor tokens (delegation chains) are not supported"));
     }
-    if let Some(audience) = params.audience.as_deref() {
-        if !server.config.audiences.iter().any(|a| a == audience) {
-            return Err(OAuthError::new(ErrorCode::InvalidTarget, format!("audience `{audience}` is not served here")));
-        }
+    if let Some(audience) = params.audience.as_deref()
+        && !server.config.audiences.iter().any(|a| a == audience)
+    {
+        return Err(OAuthError::new(ErrorCode::InvalidTarget, format!("audience `{audience}` is not served here")));
     }
     if let Some(resource) = resource {
         server.config.check_resource(resource)?;
@@ -143,13 +143,13 @@ pub async fn exchange(
             server.store.identity_provider_for(&client.id, &issuer).await?.ok_or_else(|| {
                 OAuthError::invalid_grant("the subject token's issuer is not configured for this client")
             })?;
-        if let Some(requested) = expires_in {
-            if requested > provider.max_token_lifetime {
-                return Err(invalid_request(format!(
-                    "expires_in exceeds this provider's maximum of {} seconds",
-                    provider.max_token_lifetime
-                )));
-            }
+        if let Some(requested) = expires_in
+            && requested > provider.max_token_lifetime
+        {
+            return Err(invalid_request(format!(
+                "expires_in exceeds this provider's maximum of {} seconds",
+                provider.max_token_lifetime
+            )));
         }
         let claims = server.provider_keys.verify(&server.fetcher, &provider, subject_token, now).await?;
         if let Some(jti) = claims.str("jti") {
@@ -181,15 +181,15 @@ pub async fn exchange(
     };
 
     // A token locked to a profile (or bound to an account) stays so.
-    if let (Some(held), Some(asked)) = (&inherited_profile, &civic_profile) {
-        if held != asked {
-            return Err(invalid_request("the subject token is locked to another profile"));
-        }
+    if let (Some(held), Some(asked)) = (&inherited_profile, &civic_profile)
+        && held != asked
+    {
+        return Err(invalid_request("the subject token is locked to another profile"));
     }
-    if let (Some(held), Some(asked)) = (inherited_account.as_deref(), civic_account) {
-        if held != asked {
-            return Err(invalid_request("the subject token is bound to another account"));
-        }
+    if let (Some(held), Some(asked)) = (inherited_account.as_deref(), civic_account)
+        && held != asked
+    {
+        return Err(invalid_request("the subject token is bound to another account"));
     }
     let civic_profile = civic_profile.or(inherited_profile);
     let civic_account = civic_account.map(str::to_owned).or(inherited_account);

@@ -138,10 +138,8 @@ impl ProviderKeys {
         // fetch timeout); other providers and other grants are not held up.
         let mut entry = entry.lock().await;
         let fresh = entry.fetched_at.is_some_and(|at| at.elapsed() < self.ttl);
-        if fresh {
-            if let Some(key) = pick(&entry.keys, kid, alg) {
-                return Ok(key);
-            }
+        if fresh && let Some(key) = pick(&entry.keys, kid, alg) {
+            return Ok(key);
         }
         let may_fetch = entry.attempted_at.is_none_or(|at| at.elapsed() >= self.refetch_interval);
         if may_fetch || (!fresh && entry.keys.is_empty() && entry.attempted_at.is_none()) {
@@ -180,7 +178,7 @@ impl ProviderKeys {
     ) -> Result<SubjectClaims, SubjectError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| SubjectError::Malformed)?;
         let alg_name = format!("{:?}", header.alg);
-        if !provider.algorithms.iter().any(|a| *a == alg_name) {
+        if !provider.algorithms.contains(&alg_name) {
             return Err(SubjectError::Algorithm);
         }
         let key = match &provider.keys {
@@ -216,10 +214,10 @@ impl ProviderKeys {
         if claims.str("sub").is_none_or(str::is_empty) {
             return Err(SubjectError::MissingClaim("sub".into()));
         }
-        if let Some(iat) = claims.int("iat") {
-            if iat > now + LEEWAY_SECS || iat < now - MAX_SUBJECT_TOKEN_AGE {
-                return Err(SubjectError::Age);
-            }
+        if let Some(iat) = claims.int("iat")
+            && (iat > now + LEEWAY_SECS || iat < now - MAX_SUBJECT_TOKEN_AGE)
+        {
+            return Err(SubjectError::Age);
         }
         Ok(claims)
     }

@@ -25,7 +25,17 @@ pub enum FetchError {
 
 pub struct Fetcher {
     client: reqwest::Client,
-    allow_loopback: bool,
+    reach: Reach,
+}
+
+/// Which non-public addresses a fetch may reach.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reach {
+    /// Loopback, over plain http too (tests, local development).
+    pub loopback: bool,
+    /// Private ranges (10/8, 172.16/12, 192.168/16, fc00::/7), over https: an identity provider on an
+    /// internal network. Link-local (cloud metadata) stays out of reach regardless.
+    pub private: bool,
 }
 
 fn is_public(ip: IpAddr) -> bool {
@@ -72,21 +82,28 @@ fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-fn allowed(ip: IpAddr, allow_loopback: bool) -> bool {
-    is_public(ip) || (allow_loopback && ip.is_loopback())
+fn is_private_range(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+fn allowed(ip: IpAddr, reach: Reach) -> bool {
+    is_public(ip) || (reach.loopback && ip.is_loopback()) || (reach.private && is_private_range(ip))
 }
 
 /// Resolves names, then drops every address the fetcher may not reach (defeats DNS pointing inward).
 struct GuardedResolver {
-    allow_loopback: bool,
+    reach: Reach,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let allow_loopback = self.allow_loopback;
+        let reach = self.reach;
         Box::pin(async move {
             let resolved = tokio::net::lookup_host((name.as_str(), 0)).await?;
-            let addrs: Vec<SocketAddr> = resolved.filter(|a| allowed(a.ip(), allow_loopback)).collect();
+            let addrs: Vec<SocketAddr> = resolved.filter(|a| allowed(a.ip(), reach)).collect();
             if addrs.is_empty() {
                 return Err(Box::new(FetchError::Forbidden) as Box<dyn std::error::Error + Send + Sync>);
             }
@@ -96,17 +113,17 @@ impl Resolve for GuardedResolver {
 }
 
 impl Fetcher {
-    pub fn new(allow_loopback: bool) -> Result<Self, reqwest::Error> {
+    pub fn new(reach: Reach) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             // A proxy would resolve the host itself, past the guarded resolver.
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(5))
-            .dns_resolver(Arc::new(GuardedResolver { allow_loopback }))
+            .dns_resolver(Arc::new(GuardedResolver { reach }))
             .user_agent(concat!("agora/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { client, allow_loopback })
+        Ok(Self { client, reach })
     }
 
     pub fn check_url(&self, url: &Url) -> Result<(), FetchError> {
@@ -118,7 +135,7 @@ impl Fetcher {
         };
         match url.scheme() {
             "https" => {}
-            "http" if self.allow_loopback && loopback_host => {}
+            "http" if self.reach.loopback && loopback_host => {}
             _ => return Err(FetchError::Scheme),
         }
         let literal = match url.host() {
@@ -127,7 +144,7 @@ impl Fetcher {
             _ => None,
         };
         match literal {
-            Some(ip) if !allowed(ip, self.allow_loopback) => Err(FetchError::Forbidden),
+            Some(ip) if !allowed(ip, self.reach) => Err(FetchError::Forbidden),
             _ => Ok(()),
         }
     }
@@ -187,8 +204,9 @@ mod tests {
 
     #[test]
     fn url_rules() {
-        let strict = Fetcher::new(false).unwrap();
-        let lenient = Fetcher::new(true).unwrap();
+        let strict = Fetcher::new(Reach::default()).unwrap();
+        let lenient = Fetcher::new(Reach { loopback: true, private: false }).unwrap();
+        let internal = Fetcher::new(Reach { loopback: false, private: true }).unwrap();
         let url = |s: &str| Url::parse(s).unwrap();
         assert!(strict.check_url(&url("https://example.com/x")).is_ok());
         assert!(strict.check_url(&url("http://example.com/x")).is_err());
@@ -197,5 +215,9 @@ mod tests {
         assert!(lenient.check_url(&url("http://127.0.0.1:9/x")).is_ok());
         assert!(lenient.check_url(&url("http://example.com/x")).is_err());
         assert!(lenient.check_url(&url("https://192.168.0.1/x")).is_err());
+        assert!(internal.check_url(&url("https://10.1.2.3/jwks")).is_ok());
+        assert!(internal.check_url(&url("http://10.1.2.3/jwks")).is_err(), "private still needs https");
+        assert!(internal.check_url(&url("https://169.254.169.254/latest")).is_err(), "metadata stays unreachable");
+        assert!(internal.check_url(&url("https://127.0.0.1/x")).is_err());
     }
 }

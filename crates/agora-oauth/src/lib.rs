@@ -59,8 +59,11 @@ pub struct OAuthConfig {
     /// `aud` of every access token (the wire contract's default is `["civic"]`).
     pub audiences: Vec<String>,
     pub signing_alg: SigningAlg,
-    /// Lets agora fetch client metadata documents from loopback hosts over plain HTTP (tests, local dev).
+    /// Lets agora fetch client metadata documents and provider keys from loopback hosts over plain
+    /// HTTP (tests, local development).
     pub allow_loopback_fetch: bool,
+    /// Lets agora fetch provider keys from private addresses (an identity provider inside the network).
+    pub allow_private_fetch: bool,
     /// Whether anyone may register a client at `/oauth/reg`.
     pub open_registration: bool,
     /// Protected resources (RFC 8707 `resource`) tokens may be issued for, besides `audiences`.
@@ -83,6 +86,7 @@ impl OAuthConfig {
             audiences: vec!["civic".to_owned()],
             signing_alg: SigningAlg::Rs256,
             allow_loopback_fetch: false,
+            allow_private_fetch: false,
             open_registration: true,
             resources: Vec::new(),
             jwks_cache_ttl: Duration::from_secs(3600),
@@ -147,7 +151,8 @@ impl AuthServer {
     pub async fn new(store: Store, config: OAuthConfig, mailer: Mailer) -> OAuthResult<Arc<Self>> {
         let csrf_key = load_or_create_hmac_key(&store, CSRF_KEY_SETTING).await?;
         let login_code_key = load_or_create_hmac_key(&store, LOGIN_CODE_KEY_SETTING).await?;
-        let fetcher = fetch::Fetcher::new(config.allow_loopback_fetch).map_err(OAuthError::internal)?;
+        let reach = fetch::Reach { loopback: config.allow_loopback_fetch, private: config.allow_private_fetch };
+        let fetcher = fetch::Fetcher::new(reach).map_err(OAuthError::internal)?;
         let provider_keys = federation::ProviderKeys::new(config.jwks_cache_ttl, config.jwks_refetch_interval);
         Ok(Arc::new(Self {
             keys: KeyRing::new(store.clone()),

@@ -147,11 +147,11 @@ async fn end_session(server: &AuthServer, headers: &HeaderMap, params: LogoutPar
         }
         return page;
     }
-    if let Some(id) = cookie(headers, SESSION_COOKIE) {
-        if let Err(e) = server.store.delete_browser_session(&token_digest(id)).await {
-            tracing::error!(error = %e, "cannot end session");
-            return pages::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.");
-        }
+    if let Some(id) = cookie(headers, SESSION_COOKIE)
+        && let Err(e) = server.store.delete_browser_session(&token_digest(id)).await
+    {
+        tracing::error!(error = %e, "cannot end session");
+        return pages::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.");
     }
     let target = redirect.and_then(|uri| Url::parse(&uri).ok()).map(|mut url| {
         if let Some(state) = params.state.as_deref() {

@@ -70,10 +70,10 @@ fn validate(meta: Metadata, default_auth: AuthMethod) -> OAuthResult<Validated> 
             })
             .collect::<OAuthResult<Vec<_>>>()?,
     };
-    if let Some(types) = &meta.response_types {
-        if types.iter().any(|t| t != "code") {
-            return Err(metadata_error("only the `code` response type is supported"));
-        }
+    if let Some(types) = &meta.response_types
+        && types.iter().any(|t| t != "code")
+    {
+        return Err(metadata_error("only the `code` response type is supported"));
     }
     let redirect_uris = meta.redirect_uris.unwrap_or_default();
     if grant_types.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {

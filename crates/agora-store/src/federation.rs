@@ -280,10 +280,10 @@ impl Store {
             .execute(self.pool())
             .await;
             // A concurrent claim of the same address loses quietly: the user keeps the old one.
-            if let Err(e) = moved {
-                if !matches!(&e, sqlx::Error::Database(db) if db.is_unique_violation()) {
-                    return Err(e.into());
-                }
+            if let Err(e) = moved
+                && !matches!(&e, sqlx::Error::Database(db) if db.is_unique_violation())
+            {
+                return Err(e.into());
             }
         }
         Ok(())

@@ -65,6 +65,7 @@ pub enum ServerCommand {
 }
 
 #[derive(Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "a command line is parsed once per process")]
 pub enum ProviderCommand {
     /// Let CLIENT exchange tokens from an identity provider; enables token exchange on the client.
     Add {

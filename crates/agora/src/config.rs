@@ -55,6 +55,7 @@ struct FileConfig {
     audiences: Option<Vec<String>>,
     open_registration: Option<bool>,
     allow_loopback_fetch: Option<bool>,
+    allow_private_fetch: Option<bool>,
     smtp_url: Option<String>,
     mail_from: Option<String>,
     jwks_cache_ttl: Option<u64>,
@@ -80,6 +81,7 @@ pub struct Config {
     pub audiences: Vec<String>,
     pub open_registration: bool,
     pub allow_loopback_fetch: bool,
+    pub allow_private_fetch: bool,
     /// Outgoing mail server (`smtps://user:pass@host`, `smtp://host:587?tls=required`); unset = dev mailbox.
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
@@ -172,6 +174,7 @@ impl Config {
             allow_loopback_fetch: env_parse("AGORA_ALLOW_LOOPBACK_FETCH")?
                 .or(file.allow_loopback_fetch)
                 .unwrap_or(false),
+            allow_private_fetch: env_parse("AGORA_ALLOW_PRIVATE_FETCH")?.or(file.allow_private_fetch).unwrap_or(false),
             smtp_url: env("AGORA_SMTP_URL").or(file.smtp_url),
             mail_from: env("AGORA_MAIL_FROM").or(file.mail_from),
             jwks_cache_ttl: env_parse("AGORA_JWKS_CACHE_TTL")?.or(file.jwks_cache_ttl).unwrap_or(3600),

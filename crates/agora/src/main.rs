@@ -20,6 +20,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "a command line is parsed once per process")]
 enum Command {
     /// Run the server (creates the data directory, schema, keys and a first admin on first start).
     Serve,
@@ -112,6 +113,7 @@ pub fn oauth_config(config: &Config, public_url: url::Url) -> agora_oauth::OAuth
     oauth.open_registration = config.open_registration;
     oauth.resources = vec![format!("{}{}", oauth.base(), agora_hub::HUB_PATH)];
     oauth.allow_loopback_fetch = config.allow_loopback_fetch;
+    oauth.allow_private_fetch = config.allow_private_fetch;
     oauth.jwks_cache_ttl = std::time::Duration::from_secs(config.jwks_cache_ttl);
     oauth.jwks_refetch_interval = std::time::Duration::from_secs(config.jwks_refetch_interval);
     oauth
