@@ -3,9 +3,11 @@
 //! Nothing in this crate performs I/O, reads a clock, or draws randomness: callers pass `now` and
 //! generated values in, so every rule here is a plain function that unit tests can table-drive.
 
+pub mod account;
 pub mod client;
 pub mod email;
 pub mod federation;
+pub mod profile;
 pub mod scope;
 pub mod user;
 
