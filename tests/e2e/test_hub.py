@@ -246,3 +246,29 @@ def test_revocation_reaches_the_hub_within_seconds(hub):
     while ping().status_code != 401:
         assert time.time() < deadline, "a revoked token must stop working at the hub within seconds"
         time.sleep(0.2)
+
+
+def test_idle_local_servers_are_stopped_and_restarted_on_use():
+    server = Agora("sqlite", env={"AGORA_UPSTREAM_IDLE_TIMEOUT": "1", "AGORA_LOG": "warn", "AGORA_DEMO_UPSTREAM": "false"})
+    try:
+        fixture = os.path.join(FIXTURES, "notes_server.py")
+        server.cli("admin", "server", "add", "--name", "idle", "--command", sys.executable, "--arg", fixture)
+        creds = server.create_client(name="idle-test")
+        token = requests.post(server.url("/oauth/token"), data={"grant_type": "client_credentials"},
+                              auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+        children = lambda: subprocess.run(["pgrep", "-f", f"{fixture}$"], capture_output=True, text=True).stdout.split()
+        before = set(children())
+        session = RawSession(server, token)
+        call = lambda: message_of(session.post({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                                "params": {"name": "idle_add_note", "arguments": {"text": "x"}}}))
+        first = call()
+        assert "result" in first and not first["result"]["isError"], first
+        assert set(children()) - before, "the local server runs while used"
+        deadline = time.time() + 10
+        while set(children()) - before:
+            assert time.time() < deadline, "an idle local server is stopped"
+            time.sleep(0.2)
+        again = call()
+        assert "result" in again and not again["result"]["isError"], again
+    finally:
+        server.close()

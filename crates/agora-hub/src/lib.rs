@@ -31,6 +31,8 @@ const METADATA_PATH: &str = "/.well-known/oauth-protected-resource/hub/mcp";
 pub struct HubConfig {
     pub max_body_bytes: usize,
     pub demo_upstream: bool,
+    /// Local (stdio) servers unused this long are stopped; they start again on next use.
+    pub upstream_idle_timeout: std::time::Duration,
 }
 
 pub struct Hub {
@@ -43,13 +45,16 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(auth: Arc<AuthServer>, store: Store, config: &HubConfig) -> Arc<Self> {
-        Arc::new(Self {
+        let hub = Arc::new(Self {
             auth,
             pool: Arc::new(UpstreamPool::new(store.clone(), config.demo_upstream)),
             owners: sessions::SessionOwners::new(store.clone()),
             store,
             shutdown: CancellationToken::new(),
-        })
+        });
+        let (pool, stop, idle) = (hub.pool.clone(), hub.shutdown.child_token(), config.upstream_idle_timeout);
+        tokio::spawn(async move { pool.reap_idle(idle, stop).await });
+        hub
     }
 
     fn resource(&self) -> String {

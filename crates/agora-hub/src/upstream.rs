@@ -25,6 +25,20 @@ const TOOL_LIST_TTL: Duration = Duration::from_secs(30);
 const SPECS_TTL: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_backoff() {
+        assert_eq!(backoff(1), Duration::ZERO, "the first failure restarts at once");
+        assert_eq!(backoff(2), Duration::from_millis(500));
+        assert_eq!(backoff(3), Duration::from_secs(1));
+        assert_eq!(backoff(9), Duration::from_secs(30));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(30));
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot connect: {0}")]
@@ -49,6 +63,34 @@ pub struct Upstream {
     timeout: Duration,
     client: Mutex<Option<Arc<RunningService<RoleClient, ()>>>>,
     listing: RwLock<Option<(Arc<Listing>, Instant)>>,
+    health: std::sync::Mutex<Health>,
+}
+
+/// Failure streak and use, for restart backoff and idle reaping.
+struct Health {
+    consecutive_failures: u32,
+    retry_after: Option<Instant>,
+    last_used: Instant,
+    in_flight: usize,
+}
+
+struct InFlight<'a>(&'a Upstream);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut health = self.0.health();
+        health.in_flight = health.in_flight.saturating_sub(1);
+        health.last_used = Instant::now();
+    }
+}
+
+/// Wait before reconnecting after `failures` consecutive failures: none after the first (a crashed
+/// child restarts on the next call), then doubling from 0.5 s up to 30 s.
+fn backoff(failures: u32) -> Duration {
+    match failures {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis(250u64.saturating_mul(1 << (n - 1).min(7))).min(Duration::from_secs(30)),
+    }
 }
 
 /// What an upstream offers, as last listed.
@@ -75,6 +117,52 @@ impl Upstream {
             timeout: Duration::from_millis(timeout_ms.max(1) as u64),
             client: Mutex::new(None),
             listing: RwLock::new(None),
+            health: std::sync::Mutex::new(Health {
+                consecutive_failures: 0,
+                retry_after: None,
+                last_used: Instant::now(),
+                in_flight: 0,
+            }),
+        }
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks a request under way until the returned guard drops (even if the request is abandoned).
+    fn begin(&self) -> InFlight<'_> {
+        let mut health = self.health();
+        health.in_flight += 1;
+        health.last_used = Instant::now();
+        InFlight(self)
+    }
+
+    fn record(&self, ok: bool) {
+        let mut health = self.health();
+        health.last_used = Instant::now();
+        if ok {
+            health.consecutive_failures = 0;
+            health.retry_after = None;
+        } else {
+            health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+            health.retry_after = Some(Instant::now() + backoff(health.consecutive_failures));
+        }
+    }
+
+    fn is_stdio(&self) -> bool {
+        matches!(&self.source, Source::Configured(s) if matches!(s.transport, UpstreamTransport::Stdio { .. }))
+    }
+
+    /// Stops a local server nobody has used for `idle`; it starts again on next use.
+    async fn reap_if_idle(&self, idle: Duration) {
+        let idle_now = {
+            let health = self.health();
+            health.in_flight == 0 && health.last_used.elapsed() >= idle
+        };
+        if self.is_stdio() && idle_now && self.client.lock().await.is_some() {
+            tracing::info!(upstream = %self.name, "stopping idle local server");
+            self.forget_connection().await;
         }
     }
 
@@ -82,6 +170,12 @@ impl Upstream {
         let mut slot = self.client.lock().await;
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
+        }
+        if let Some(wait) = self.health().retry_after.and_then(|at| at.checked_duration_since(Instant::now())) {
+            return Err(UpstreamError::Connect(format!(
+                "restarting after repeated failures; retry in {} ms",
+                wait.as_millis()
+            )));
         }
         let connecting = async {
             match &self.source {
@@ -151,6 +245,7 @@ impl Upstream {
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
+        let _in_flight = self.begin();
         let call = async {
             let client = self.connect().await?;
             op(client).await.map_err(|e| UpstreamError::Call(e.to_string()))
@@ -162,6 +257,7 @@ impl Upstream {
         if outcome.is_err() {
             self.forget_connection().await;
         }
+        self.record(outcome.is_ok());
         outcome
     }
 
@@ -274,6 +370,21 @@ impl UpstreamPool {
         state.0 = next;
         state.1 = Some(Instant::now());
         state.0.clone()
+    }
+
+    /// Stops local servers idle for `idle`, checking a few times per `idle`, until `stop` fires.
+    pub async fn reap_idle(&self, idle: Duration, stop: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval((idle / 3).clamp(Duration::from_millis(200), Duration::from_secs(30)));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let upstreams = self.state.read().await.0.clone();
+            for upstream in upstreams {
+                upstream.reap_if_idle(idle).await;
+            }
+        }
     }
 
     /// Closes every connection (stdio children are killed).

@@ -61,6 +61,7 @@ struct FileConfig {
     jwks_cache_ttl: Option<u64>,
     jwks_refetch_interval: Option<u64>,
     demo_upstream: Option<bool>,
+    upstream_idle_timeout: Option<u64>,
     log: Option<String>,
 }
 
@@ -91,6 +92,8 @@ pub struct Config {
     pub jwks_refetch_interval: u64,
     /// Serve the built-in demo upstream (echo, time, calculator) through the hub.
     pub demo_upstream: bool,
+    /// Seconds before an unused local (stdio) upstream server is stopped.
+    pub upstream_idle_timeout: u64,
     pub log: String,
 }
 
@@ -182,6 +185,10 @@ impl Config {
                 .or(file.jwks_refetch_interval)
                 .unwrap_or(30),
             demo_upstream: env_parse("AGORA_DEMO_UPSTREAM")?.or(file.demo_upstream).unwrap_or(true),
+            upstream_idle_timeout: env_parse("AGORA_UPSTREAM_IDLE_TIMEOUT")?
+                .or(file.upstream_idle_timeout)
+                .unwrap_or(300)
+                .max(1),
             log: env("AGORA_LOG").or(file.log).unwrap_or_else(|| "info,rmcp=warn".to_owned()),
             master_key: env("AGORA_MASTER_KEY").or(file.master_key),
             data_dir,

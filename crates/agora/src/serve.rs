@@ -49,7 +49,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
     bootstrap_admin(&store).await?;
 
-    let hub_config = agora_hub::HubConfig { max_body_bytes: MAX_MCP_BODY_BYTES, demo_upstream: config.demo_upstream };
+    let hub_config = agora_hub::HubConfig {
+        max_body_bytes: MAX_MCP_BODY_BYTES,
+        demo_upstream: config.demo_upstream,
+        upstream_idle_timeout: std::time::Duration::from_secs(config.upstream_idle_timeout),
+    };
     let hub = agora_hub::Hub::new(server.clone(), store.clone(), &hub_config);
     let app = Router::new()
         .route("/", get(home))
