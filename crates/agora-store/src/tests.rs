@@ -10,7 +10,8 @@ fn postgres_admin_url() -> String {
     std::env::var("AGORA_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-async fn fresh_postgres(master: &MasterKey) -> Option<Store> {
+/// A fresh database on the test PostgreSQL server, and the admin pool that will drop it.
+async fn fresh_postgres(master: &MasterKey) -> Option<(Store, AnyPool, String)> {
     sqlx::any::install_default_drivers();
     let admin_url = postgres_admin_url();
     let admin = match AnyPoolOptions::new().max_connections(1).connect(&admin_url).await {
@@ -25,17 +26,23 @@ async fn fresh_postgres(master: &MasterKey) -> Option<Store> {
     admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap();
     let mut url = url::Url::parse(&admin_url).unwrap();
     url.set_path(&name);
-    Some(Store::open(url.as_str(), master).await.unwrap())
+    Some((Store::open(url.as_str(), master).await.unwrap(), admin, name))
 }
 
-async fn stores() -> Vec<Store> {
+/// Runs `test` against a fresh SQLite store and a fresh PostgreSQL database, then removes both.
+async fn each_store(test: impl AsyncFn(&Store)) {
     let master = MasterKey::generate();
     let dir = std::env::temp_dir().join(format!("agora-store-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let sqlite = Store::open(&format!("sqlite://{}?mode=rwc", dir.join("agora.db").display()), &master).await.unwrap();
-    let mut all = vec![sqlite];
-    all.extend(fresh_postgres(&master).await);
-    all
+    test(&sqlite).await;
+    sqlite.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    if let Some((postgres, admin, name)) = fresh_postgres(&master).await {
+        test(&postgres).await;
+        postgres.close().await;
+        admin.execute(AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).await.unwrap();
+    }
 }
 
 async fn client_and_user(store: &Store) -> (String, String) {
@@ -96,8 +103,8 @@ async fn wrong_master_key_is_refused_at_open() {
 
 #[tokio::test]
 async fn codes_redeem_once_and_replay_revokes_the_grant() {
-    for store in stores().await {
-        let (client_id, user_id) = client_and_user(&store).await;
+    each_store(async |store: &Store| {
+        let (client_id, user_id) = client_and_user(store).await;
         let grant = grant(&client_id, &user_id);
         let code = StoredCode {
             redirect_uri: "https://app.example/cb".into(),
@@ -111,13 +118,14 @@ async fn codes_redeem_once_and_replay_revokes_the_grant() {
         assert!(matches!(store.redeem_code("digest", 12).await.unwrap(), CodeRedemption::Replayed));
         assert!(store.grant(&grant.id).await.unwrap().unwrap().revoked);
         assert!(matches!(store.redeem_code("other", 12).await.unwrap(), CodeRedemption::Unknown));
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn refresh_reuse_revokes_the_family() {
-    for store in stores().await {
-        let (client_id, user_id) = client_and_user(&store).await;
+    each_store(async |store: &Store| {
+        let (client_id, user_id) = client_and_user(store).await;
         let grant = grant(&client_id, &user_id);
         let code = StoredCode { redirect_uri: "x".into(), nonce: None, code_challenge: "c".into(), expires_at: 100 };
         store.create_grant_with_code(&grant, &random_token("c"), &code, 10).await.unwrap();
@@ -131,12 +139,13 @@ async fn refresh_reuse_revokes_the_family() {
         assert!(matches!(store.spend_refresh_token("r1", 12).await.unwrap(), RefreshRotation::Reused));
         let (family, _, _) = store.refresh_token("r2").await.unwrap().unwrap();
         assert!(family.revoked, "reuse of r1 must revoke r2's grant");
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn login_codes_burn_after_too_many_guesses() {
-    for store in stores().await {
+    each_store(async |store: &Store| {
         store.insert_login_code("l1", "a@b.c", &token_digest("123456"), 100).await.unwrap();
         for _ in 0..sessions::LOGIN_CODE_MAX_ATTEMPTS - 1 {
             assert_eq!(store.verify_login_code("l1", &token_digest("000000"), 10).await.unwrap(), None);
@@ -150,23 +159,25 @@ async fn login_codes_burn_after_too_many_guesses() {
         }
         assert_eq!(store.verify_login_code("l2", &token_digest("654321"), 10).await.unwrap(), None, "burnt");
         assert_eq!(store.verify_login_code("l3", &token_digest("654321"), 10).await.unwrap(), None);
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn rate_limits_count_per_bucket_and_window() {
-    for store in stores().await {
+    each_store(async |store: &Store| {
         assert_eq!(store.rate_limit_hit("ip:1", 0).await.unwrap(), 1);
         assert_eq!(store.rate_limit_hit("ip:1", 0).await.unwrap(), 2);
         assert_eq!(store.rate_limit_hit("ip:2", 0).await.unwrap(), 1);
         assert_eq!(store.rate_limit_hit("ip:1", 300).await.unwrap(), 1);
         assert_eq!(store.rate_limit_count("ip:1", 0).await.unwrap(), 2);
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn duplicate_emails_conflict_and_signing_keys_are_sealed() {
-    for store in stores().await {
+    each_store(async |store: &Store| {
         let new =
             || NewUser { email: Some("dup@x.test".into()), email_verified: false, name: None, password_hash: None };
         store.create_user(new(), 1).await.unwrap();
@@ -193,5 +204,6 @@ async fn duplicate_emails_conflict_and_signing_keys_are_sealed() {
             .await
             .unwrap();
         assert!(!raw.windows(11).any(|w| w == b"PRIVATE-PEM"), "private key stored in plain text");
-    }
+    })
+    .await;
 }
