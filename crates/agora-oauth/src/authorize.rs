@@ -441,10 +441,45 @@ async fn signed_in(
     response
 }
 
+/// Fields every sign-in form posts: which pending request it continues, and its CSRF token.
 #[derive(Deserialize)]
-pub struct PasswordForm {
+pub struct PendingFields {
     request: String,
     csrf: String,
+}
+
+/// A form that continues a pending authorization request.
+trait PendingForm {
+    fn pending(&self) -> &PendingFields;
+}
+
+macro_rules! pending_form {
+    ($($form:ty),*) => {
+        $(impl PendingForm for $form {
+            fn pending(&self) -> &PendingFields {
+                &self.pending
+            }
+        })*
+    };
+}
+pending_form!(PasswordForm, CodeRequestForm, CodeVerifyForm, ConsentForm);
+
+/// The posted form, with its pending request and client; or the page to answer with instead (a
+/// malformed form, an expired request, a CSRF failure).
+async fn open_form<T: PendingForm>(
+    server: &AuthServer,
+    headers: &HeaderMap,
+    form: Result<OAuthForm<T>, crate::error::OAuthError>,
+) -> Result<(T, AuthRequest, Client), Response> {
+    let OAuthForm(form) = form.map_err(|e| pages::error(e.status, &e.description))?;
+    let (request, client) = pending(server, headers, &form.pending().request, &form.pending().csrf).await?;
+    Ok((form, request, client))
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(flatten)]
+    pending: PendingFields,
     email: String,
     password: String,
 }
@@ -458,12 +493,8 @@ pub async fn password_login(
     headers: HeaderMap,
     form: Result<OAuthForm<PasswordForm>, crate::error::OAuthError>,
 ) -> Response {
-    let form = match form {
-        Ok(OAuthForm(form)) => form,
-        Err(e) => return pages::error(e.status, &e.description),
-    };
-    let (request, client) = match pending(&server, &headers, &form.request, &form.csrf).await {
-        Ok(found) => found,
+    let (form, request, client) = match open_form(&server, &headers, form).await {
+        Ok(opened) => opened,
         Err(page) => return page,
     };
     let email = agora_core::email::normalize(&form.email).unwrap_or_default();
@@ -526,8 +557,8 @@ pub async fn password_login(
 
 #[derive(Deserialize)]
 pub struct CodeRequestForm {
-    request: String,
-    csrf: String,
+    #[serde(flatten)]
+    pending: PendingFields,
     email: String,
 }
 
@@ -537,12 +568,8 @@ pub async fn send_login_code(
     headers: HeaderMap,
     form: Result<OAuthForm<CodeRequestForm>, crate::error::OAuthError>,
 ) -> Response {
-    let form = match form {
-        Ok(OAuthForm(form)) => form,
-        Err(e) => return pages::error(e.status, &e.description),
-    };
-    let (request, client) = match pending(&server, &headers, &form.request, &form.csrf).await {
-        Ok(found) => found,
+    let (form, request, client) = match open_form(&server, &headers, form).await {
+        Ok(opened) => opened,
         Err(page) => return page,
     };
     let Ok(email) = agora_core::email::normalize(&form.email) else {
@@ -605,8 +632,8 @@ fn six_digit_code() -> String {
 
 #[derive(Deserialize)]
 pub struct CodeVerifyForm {
-    request: String,
-    csrf: String,
+    #[serde(flatten)]
+    pending: PendingFields,
     code_id: String,
     code: String,
 }
@@ -617,12 +644,8 @@ pub async fn verify_login_code(
     headers: HeaderMap,
     form: Result<OAuthForm<CodeVerifyForm>, crate::error::OAuthError>,
 ) -> Response {
-    let form = match form {
-        Ok(OAuthForm(form)) => form,
-        Err(e) => return pages::error(e.status, &e.description),
-    };
-    let (request, client) = match pending(&server, &headers, &form.request, &form.csrf).await {
-        Ok(found) => found,
+    let (form, request, client) = match open_form(&server, &headers, form).await {
+        Ok(opened) => opened,
         Err(page) => return page,
     };
     let ip_bucket = format!("code-verify-ip:{ip}");
@@ -670,8 +693,8 @@ pub async fn verify_login_code(
 
 #[derive(Deserialize)]
 pub struct ConsentForm {
-    request: String,
-    csrf: String,
+    #[serde(flatten)]
+    pending: PendingFields,
     decision: String,
 }
 
@@ -680,12 +703,8 @@ pub async fn consent(
     headers: HeaderMap,
     form: Result<OAuthForm<ConsentForm>, crate::error::OAuthError>,
 ) -> Response {
-    let form = match form {
-        Ok(OAuthForm(form)) => form,
-        Err(e) => return pages::error(e.status, &e.description),
-    };
-    let (request, client) = match pending(&server, &headers, &form.request, &form.csrf).await {
-        Ok(found) => found,
+    let (form, request, client) = match open_form(&server, &headers, form).await {
+        Ok(opened) => opened,
         Err(page) => return page,
     };
     let Some((user, auth_time)) = server.session_user(&headers).await else {
