@@ -59,7 +59,8 @@ pub async fn run_load(url: &str, token: Option<&str>, clients: usize, duration: 
     let elapsed = started.elapsed().as_secs_f64().max(duration.as_secs_f64());
     latencies.sort_unstable();
     let percentile = |p: f64| {
-        latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1e6)
     };
     Ok(Stats {
@@ -116,7 +117,12 @@ fn sibling(name: &str) -> Result<PathBuf, Error> {
 }
 
 async fn cli(agora: &Path, data_dir: &str, args: &[&str]) -> Result<String, Error> {
-    let out = tokio::process::Command::new(agora).args(args).env("AGORA_DATA_DIR", data_dir).env("AGORA_LOG", "warn").output().await?;
+    let out = tokio::process::Command::new(agora)
+        .args(args)
+        .env("AGORA_DATA_DIR", data_dir)
+        .env("AGORA_LOG", "warn")
+        .output()
+        .await?;
     if !out.status.success() {
         return Err(format!("agora {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)).into());
     }
@@ -132,13 +138,25 @@ pub async fn hub_overhead(clients: &[usize], duration: Duration, json: &Path) ->
     let hub = spawn(
         &agora,
         &["serve"],
-        &[("AGORA_DATA_DIR", &data_dir_str), ("AGORA_LISTEN", "127.0.0.1:0"), ("AGORA_DEMO_UPSTREAM", "false"), ("AGORA_LOG", "warn")],
+        &[
+            ("AGORA_DATA_DIR", &data_dir_str),
+            ("AGORA_LISTEN", "127.0.0.1:0"),
+            ("AGORA_DEMO_UPSTREAM", "false"),
+            ("AGORA_LOG", "warn"),
+        ],
         "agora listening on ",
     )
     .await?;
-    cli(&agora, &data_dir_str, &["admin", "server", "add", "--name", "bench", "--url", &upstream.line, "--no-prefix"]).await?;
-    let created = cli(&agora, &data_dir_str, &["admin", "client", "create", "--name", "bench", "--redirect-uri", "http://127.0.0.1:1/cb"]).await?;
-    let value = |key: &str| created.lines().find_map(|l| l.strip_prefix(key)).map(str::to_owned).ok_or("no client credentials");
+    cli(&agora, &data_dir_str, &["admin", "server", "add", "--name", "bench", "--url", &upstream.line, "--no-prefix"])
+        .await?;
+    let created = cli(
+        &agora,
+        &data_dir_str,
+        &["admin", "client", "create", "--name", "bench", "--redirect-uri", "http://127.0.0.1:1/cb"],
+    )
+    .await?;
+    let value =
+        |key: &str| created.lines().find_map(|l| l.strip_prefix(key)).map(str::to_owned).ok_or("no client credentials");
     let (client_id, secret) = (value("CIVIC_CLIENT_ID=")?, value("CIVIC_CLIENT_SECRET=")?);
     let token: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/oauth/token", hub.line))
@@ -153,8 +171,20 @@ pub async fn hub_overhead(clients: &[usize], duration: Duration, json: &Path) ->
     let (hub_pid, upstream_pid) = (hub.process.id().unwrap_or(0), upstream.process.id().unwrap_or(0));
 
     println!("hub-overhead: tools/call noop, {} s per step, straight vs through /hub/mcp", duration.as_secs());
-    println!("{:>7} {:>11} {:>11} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>13} {:>13}",
-        "clients", "direct/s", "hub/s", "ratio", "dir p50", "hub p50", "dir p99", "hub p99", "+p50 µs", "hub cpu ms/k", "up cpu ms/k");
+    println!(
+        "{:>7} {:>11} {:>11} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>13} {:>13}",
+        "clients",
+        "direct/s",
+        "hub/s",
+        "ratio",
+        "dir p50",
+        "hub p50",
+        "dir p99",
+        "hub p99",
+        "+p50 µs",
+        "hub cpu ms/k",
+        "up cpu ms/k"
+    );
     let mut steps = Vec::new();
     for &n in clients {
         let direct = run_load(&upstream.line, None, n, duration).await?;
@@ -171,15 +201,31 @@ pub async fn hub_overhead(clients: &[usize], duration: Duration, json: &Path) ->
             direct,
             hub: through,
         };
-        println!("{:>7} {:>11.0} {:>11.0} {:>6.2} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>13.1} {:>13.1}",
-            n, step.direct.throughput, step.hub.throughput, step.throughput_ratio, step.direct.p50_us, step.hub.p50_us,
-            step.direct.p99_us, step.hub.p99_us, step.added_p50_us, step.hub_cpu_ms_per_1000_calls, step.upstream_cpu_ms_per_1000_calls);
+        println!(
+            "{:>7} {:>11.0} {:>11.0} {:>6.2} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>13.1} {:>13.1}",
+            n,
+            step.direct.throughput,
+            step.hub.throughput,
+            step.throughput_ratio,
+            step.direct.p50_us,
+            step.hub.p50_us,
+            step.direct.p99_us,
+            step.hub.p99_us,
+            step.added_p50_us,
+            step.hub_cpu_ms_per_1000_calls,
+            step.upstream_cpu_ms_per_1000_calls
+        );
         if step.direct.errors + step.hub.errors > 0 {
             println!("        errors: direct {}, hub {}", step.direct.errors, step.hub.errors);
         }
         steps.push(step);
     }
-    std::fs::write(json, serde_json::to_vec_pretty(&serde_json::json!({"scenario": "hub-overhead", "seconds": duration.as_secs(), "steps": steps}))?)?;
+    std::fs::write(
+        json,
+        serde_json::to_vec_pretty(
+            &serde_json::json!({"scenario": "hub-overhead", "seconds": duration.as_secs(), "steps": steps}),
+        )?,
+    )?;
     println!("results written to {}", json.display());
     drop(hub);
     drop(upstream);

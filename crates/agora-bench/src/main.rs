@@ -77,7 +77,12 @@ pub struct Child {
     pub line: String,
 }
 
-pub async fn spawn(program: &std::path::Path, args: &[&str], envs: &[(&str, &str)], ready_prefix: &str) -> Result<Child, Error> {
+pub async fn spawn(
+    program: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    ready_prefix: &str,
+) -> Result<Child, Error> {
     let mut process = tokio::process::Command::new(program)
         .args(args)
         .envs(envs.iter().copied())
