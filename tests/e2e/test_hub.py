@@ -272,3 +272,16 @@ def test_idle_local_servers_are_stopped_and_restarted_on_use():
         assert "result" in again and not again["result"]["isError"], again
     finally:
         server.close()
+
+
+def test_list_changed_refreshes_the_catalog(hub):
+    """An upstream's tools/list_changed makes the hub list it again at once, not after its cache expires."""
+    session = RawSession(hub, hub.token)
+    names = lambda: {t["name"] for t in message_of(session.post({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))["result"]["tools"]}
+    assert "local_extra" not in names()
+    grown = message_of(session.post({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "local_grow", "arguments": {}}}))
+    assert grown["result"]["content"][0]["text"] == "grown"
+    deadline = time.time() + 5
+    while "local_extra" not in names():
+        assert time.time() < deadline, "the new tool shows up well before the 30 s cache would expire"
+        time.sleep(0.1)

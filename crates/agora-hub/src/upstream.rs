@@ -61,9 +61,36 @@ pub struct Upstream {
     pub prefix: Option<String>,
     source: Source,
     timeout: Duration,
-    client: Mutex<Option<Arc<RunningService<RoleClient, ()>>>>,
-    listing: RwLock<Option<(Arc<Listing>, Instant)>>,
+    client: Mutex<Option<Client>>,
+    listing: Arc<ListingSlot>,
     health: std::sync::Mutex<Health>,
+}
+
+type ListingSlot = RwLock<Option<(Arc<Listing>, Instant)>>;
+
+/// The hub's side of an upstream connection: a list-changed notification forgets the cached
+/// listing, so the next request lists again instead of waiting out the cache.
+#[derive(Clone)]
+pub struct ListChanged(Arc<ListingSlot>);
+
+impl ListChanged {
+    async fn forget(&self) {
+        *self.0.write().await = None;
+    }
+}
+
+impl rmcp::ClientHandler for ListChanged {
+    async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
+        self.forget().await;
+    }
+
+    async fn on_prompt_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
+        self.forget().await;
+    }
+
+    async fn on_resource_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
+        self.forget().await;
+    }
 }
 
 /// Failure streak and use, for restart backoff and idle reaping.
@@ -102,7 +129,7 @@ pub struct Listing {
     pub templates: Vec<ResourceTemplate>,
 }
 
-type Client = Arc<RunningService<RoleClient, ()>>;
+type Client = Arc<RunningService<RoleClient, ListChanged>>;
 
 impl Upstream {
     fn new(source: Source) -> Self {
@@ -116,7 +143,7 @@ impl Upstream {
             source,
             timeout: Duration::from_millis(timeout_ms.max(1) as u64),
             client: Mutex::new(None),
-            listing: RwLock::new(None),
+            listing: Arc::new(RwLock::new(None)),
             health: std::sync::Mutex::new(Health {
                 consecutive_failures: 0,
                 retry_after: None,
@@ -166,7 +193,7 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self) -> Result<Arc<RunningService<RoleClient, ()>>, UpstreamError> {
+    async fn connect(&self) -> Result<Client, UpstreamError> {
         let mut slot = self.client.lock().await;
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(client.clone());
@@ -177,6 +204,7 @@ impl Upstream {
                 wait.as_millis()
             )));
         }
+        let events = ListChanged(self.listing.clone());
         let connecting = async {
             match &self.source {
                 Source::Demo => {
@@ -186,7 +214,7 @@ impl Upstream {
                             let _ = running.waiting().await;
                         }
                     });
-                    ().serve(client_end).await.map_err(|e| UpstreamError::Connect(e.to_string()))
+                    events.serve(client_end).await.map_err(|e| UpstreamError::Connect(e.to_string()))
                 }
                 Source::Configured(spec) => match &spec.transport {
                     UpstreamTransport::Http { url, headers } => {
@@ -200,7 +228,8 @@ impl Upstream {
                             header_map.insert(name, value);
                         }
                         config = config.custom_headers(header_map);
-                        ().serve(StreamableHttpClientTransport::from_config(config))
+                        events
+                            .serve(StreamableHttpClientTransport::from_config(config))
                             .await
                             .map_err(|e| UpstreamError::Connect(e.to_string()))
                     }
@@ -218,7 +247,7 @@ impl Upstream {
                             .spawn()
                             .map(|(transport, _)| transport)
                             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-                        ().serve(transport).await.map_err(|e| UpstreamError::Connect(e.to_string()))
+                        events.serve(transport).await.map_err(|e| UpstreamError::Connect(e.to_string()))
                     }
                 },
             }
