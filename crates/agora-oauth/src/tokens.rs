@@ -204,7 +204,17 @@ impl AuthServer {
     /// remembered until the revocation epoch moves, which [`Self::watch_revocations`] notices within
     /// a second. A known token then costs no database query.
     pub async fn verify_access_token_cached(&self, token: &str) -> Result<AccessClaims, String> {
-        let claims = self.verify_signature(token).await?;
+        // A token seen before skips its signature check (an RSA verification per request otherwise):
+        // its claims are remembered under a digest of the whole token, until it expires.
+        let digest = digest::digest(&digest::SHA256, token.as_bytes());
+        let claims = match self.liveness.verified(digest.as_ref(), now()) {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signature(token).await?;
+                self.liveness.remember_verified(digest.as_ref(), &claims);
+                claims
+            }
+        };
         if let Some(live) = self.liveness.get(&claims.jti) {
             return if live { Ok(claims) } else { Err(REVOKED.into()) };
         }
@@ -277,6 +287,9 @@ pub(crate) struct LivenessCache {
 struct LivenessState {
     epoch: Option<i64>,
     answers: std::collections::HashMap<String, (bool, i64)>,
+    /// Claims of tokens whose signature was checked, by SHA-256 of the token. Not tied to the epoch:
+    /// a signature stays valid; revocation is the liveness answers' business.
+    verified: std::collections::HashMap<Vec<u8>, AccessClaims>,
 }
 
 /// Bound on remembered answers; past it the cache starts over (it only saves queries).
@@ -309,6 +322,22 @@ impl LivenessCache {
             }
         }
         state.answers.insert(jti.to_owned(), (live, exp));
+    }
+
+    fn verified(&self, digest: &[u8], now: i64) -> Option<AccessClaims> {
+        self.lock().verified.get(digest).filter(|claims| claims.exp > now).cloned()
+    }
+
+    fn remember_verified(&self, digest: &[u8], claims: &AccessClaims) {
+        let mut state = self.lock();
+        if state.verified.len() >= LIVENESS_CAPACITY {
+            let now = crate::now();
+            state.verified.retain(|_, claims| claims.exp > now);
+            if state.verified.len() >= LIVENESS_CAPACITY {
+                state.verified.clear();
+            }
+        }
+        state.verified.insert(digest.to_vec(), claims.clone());
     }
 
     fn advance(&self, epoch: i64) {
@@ -358,6 +387,24 @@ mod tests {
         assert_eq!(cache.get("b"), None, "an answer from an older epoch is dropped");
         cache.advance(2);
         assert_eq!(cache.get("a"), None, "a revocation anywhere forgets every answer");
+
+        let claims = AccessClaims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: vec!["civic".into()],
+            client_id: "c".into(),
+            scope: String::new(),
+            iat: 0,
+            exp: 100,
+            jti: "j".into(),
+            sid: None,
+            civic_profile: None,
+            civic_account: None,
+        };
+        cache.remember_verified(b"digest", &claims);
+        assert_eq!(cache.verified(b"digest", 99).map(|c| c.jti), Some("j".into()));
+        assert!(cache.verified(b"digest", 100).is_none(), "an expired token is checked again (and fails)");
+        assert!(cache.verified(b"other", 99).is_none());
     }
 
     #[test]
