@@ -199,8 +199,11 @@ pub fn router(server: Arc<AuthServer>) -> Router {
         .max_age(std::time::Duration::from_secs(3600));
     let api = Router::new()
         .route("/oauth/.well-known/openid-configuration", get(endpoints::discovery))
+        // RFC 8414 path insertion of the issuer's path, `/oauth/`, with and without its trailing slash.
         .route("/.well-known/oauth-authorization-server/oauth", get(endpoints::discovery))
+        .route("/.well-known/oauth-authorization-server/oauth/", get(endpoints::discovery))
         .route("/.well-known/openid-configuration/oauth", get(endpoints::discovery))
+        .route("/.well-known/openid-configuration/oauth/", get(endpoints::discovery))
         .route("/oauth/jwks", get(endpoints::jwks))
         .route("/oauth/token", post(token::token))
         .route("/oauth/userinfo", get(endpoints::userinfo).post(endpoints::userinfo))
