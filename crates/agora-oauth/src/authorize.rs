@@ -161,6 +161,16 @@ impl AuthServer {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
     }
 
+    /// True when any (bucket, limit) pair is at its limit in the current window.
+    async fn rate_limited_any(&self, buckets: &[(&str, i64)]) -> bool {
+        for (bucket, limit) in buckets {
+            if self.rate_limited(bucket, *limit).await {
+                return true;
+            }
+        }
+        false
+    }
+
     async fn rate_limited(&self, bucket: &str, limit: i64) -> bool {
         let window = now() / RATE_WINDOW * RATE_WINDOW;
         self.store.rate_limit_count(bucket, window).await.map_or(true, |hits| hits >= limit)
@@ -301,6 +311,11 @@ fn login_page(
     server.form_page(headers, request_id, |csrf| {
         pages::login(&FormContext { request_id, csrf, client_name: &client.name }, email, message, status)
     })
+}
+
+/// The sign-in page again, saying the attempts are exhausted for now.
+fn too_many(server: &AuthServer, headers: &HeaderMap, client: &Client, request_id: &str, email: &str) -> Response {
+    login_page(server, headers, client, request_id, email, Some(TOO_MANY), StatusCode::TOO_MANY_REQUESTS)
 }
 
 /// After sign-in: ask for consent when needed, else redirect with a code.
@@ -502,19 +517,13 @@ pub async fn password_login(
     // from elsewhere; a much higher per-account limit still stops guesses from many addresses.
     let (ip_bucket, pair_bucket, account_bucket) =
         (format!("login-ip:{ip}"), format!("login-account-ip:{email}:{ip}"), format!("login-account:{email}"));
-    if server.rate_limited(&ip_bucket, MAX_ATTEMPTS_PER_IP).await
-        || server.rate_limited(&pair_bucket, MAX_FAILURES_PER_ACCOUNT_AND_IP).await
-        || server.rate_limited(&account_bucket, MAX_FAILURES_PER_ACCOUNT).await
-    {
-        return login_page(
-            &server,
-            &headers,
-            &client,
-            &request.id,
-            &form.email,
-            Some(TOO_MANY),
-            StatusCode::TOO_MANY_REQUESTS,
-        );
+    let limits = [
+        (ip_bucket.as_str(), MAX_ATTEMPTS_PER_IP),
+        (pair_bucket.as_str(), MAX_FAILURES_PER_ACCOUNT_AND_IP),
+        (account_bucket.as_str(), MAX_FAILURES_PER_ACCOUNT),
+    ];
+    if server.rate_limited_any(&limits).await {
+        return too_many(&server, &headers, &client, &request.id, &form.email);
     }
     let found = match email.is_empty() {
         true => None,
@@ -584,18 +593,8 @@ pub async fn send_login_code(
         );
     };
     let (ip_bucket, account_bucket) = (format!("code-ip:{ip}"), format!("code-account:{email}"));
-    if server.rate_limited(&ip_bucket, MAX_ATTEMPTS_PER_IP).await
-        || server.rate_limited(&account_bucket, MAX_CODES_PER_ACCOUNT).await
-    {
-        return login_page(
-            &server,
-            &headers,
-            &client,
-            &request.id,
-            &form.email,
-            Some(TOO_MANY),
-            StatusCode::TOO_MANY_REQUESTS,
-        );
+    if server.rate_limited_any(&[(&ip_bucket, MAX_ATTEMPTS_PER_IP), (&account_bucket, MAX_CODES_PER_ACCOUNT)]).await {
+        return too_many(&server, &headers, &client, &request.id, &form.email);
     }
     server.rate_hit(&ip_bucket).await;
     server.rate_hit(&account_bucket).await;

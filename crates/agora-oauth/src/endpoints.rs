@@ -98,9 +98,8 @@ pub async fn userinfo(
         }
         let user = server
             .store
-            .user_by_id(&claims.sub)
+            .active_user(&claims.sub)
             .await?
-            .filter(|u| !u.disabled)
             .ok_or_else(|| OAuthError::invalid_token("the token's user no longer exists"))?;
         let mut body = serde_json::to_value(user.claims_for(&scope)).map_err(OAuthError::internal)?;
         body["sub"] = Value::String(user.id);

@@ -120,9 +120,8 @@ pub async fn exchange(
         }
         let user = server
             .store
-            .user_by_id(&subject.sub)
+            .active_user(&subject.sub)
             .await?
-            .filter(|u| !u.disabled)
             .ok_or_else(|| OAuthError::invalid_grant("the subject token does not belong to an active user"))?;
         // Never more scope or a longer life than the subject token has.
         let held = Scopes::from_stored(&subject.scope);

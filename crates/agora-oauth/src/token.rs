@@ -132,9 +132,8 @@ async fn authorization_code(server: &AuthServer, client: &Client, form: &TokenFo
     }
     let user = server
         .store
-        .user_by_id(&grant.user_id)
+        .active_user(&grant.user_id)
         .await?
-        .filter(|u| !u.disabled)
         .ok_or_else(|| OAuthError::invalid_grant("the user is disabled"))?;
     let scope = Scopes::from_stored(&grant.scope);
     let refresh_token = match scope.contains("offline_access") && client.allows_grant(GrantType::RefreshToken) {
@@ -207,9 +206,8 @@ async fn refresh(server: &AuthServer, client: &Client, form: &TokenForm) -> OAut
     };
     let user = server
         .store
-        .user_by_id(&grant.user_id)
+        .active_user(&grant.user_id)
         .await?
-        .filter(|u| !u.disabled)
         .ok_or_else(|| OAuthError::invalid_grant("the user is disabled"))?;
     // The successor keeps the full granted scope (RFC 6749 §6); only this access token is narrowed.
     let refresh_token = server.new_refresh_token(&grant.id, &granted).await?;

@@ -62,6 +62,11 @@ impl Store {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    /// The user with this id, unless disabled.
+    pub async fn active_user(&self, id: &str) -> Result<Option<User>> {
+        Ok(self.user_by_id(id).await?.filter(|user| !user.disabled))
+    }
+
     /// The user with this (normalized) email and their password hash, if they have one.
     pub async fn user_with_password(&self, email: &str) -> Result<Option<(User, Option<String>)>> {
         let row = sqlx::query(concat!("SELECT ", user_columns!(), ", password_hash FROM users WHERE email = $1"))
