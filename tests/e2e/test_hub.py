@@ -3,6 +3,7 @@ tools from the built-in demo, a stdio upstream and a remote HTTP upstream, and c
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 import os
 import socket
 import subprocess
@@ -26,19 +27,24 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_for_port(port):
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
 @pytest.fixture(scope="module")
 def hub():
     server = Agora("sqlite", env={"AGORA_LOG": "info,rmcp=warn"})
     port = free_port()
     remote = subprocess.Popen([sys.executable, os.path.join(FIXTURES, "notes_server.py"), "--http", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_for_port(port)
     server.cli("admin", "server", "add", "--name", "remote", "--url", f"http://127.0.0.1:{port}/mcp")
     server.cli("admin", "server", "add", "--name", "local", "--command", sys.executable,
                "--arg", os.path.join(FIXTURES, "notes_server.py"), "--env", "NOTES_SECRET=s3cret")
@@ -47,9 +53,10 @@ def hub():
                           auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
     server.token = token
     yield server
+    # agora first: its shutdown closes the streams it holds open to the remote server.
+    server.close()
     remote.terminate()
     remote.wait(timeout=10)
-    server.close()
 
 
 def run(coro):
@@ -270,6 +277,69 @@ def test_idle_local_servers_are_stopped_and_restarted_on_use():
             time.sleep(0.2)
         again = call()
         assert "result" in again and not again["result"]["isError"], again
+    finally:
+        server.close()
+
+
+def test_legacy_sse_upstream():
+    """A remote server that speaks only the older HTTP+SSE transport (2024-11-05) is served too."""
+    port = free_port()
+    remote = subprocess.Popen([sys.executable, os.path.join(FIXTURES, "notes_server.py"), "--sse", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Agora("sqlite", env={"AGORA_LOG": "warn", "AGORA_DEMO_UPSTREAM": "false"})
+    try:
+        wait_for_port(port)
+        server.cli("admin", "server", "add", "--name", "legacy", "--sse-url", f"http://127.0.0.1:{port}/sse")
+        creds = server.create_client(name="sse-test")
+        token = requests.post(server.url("/oauth/token"), data={"grant_type": "client_credentials"},
+                              auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+
+        async def use(client):
+            tools = {t.name for t in (await client.list_tools()).tools}
+            added = await client.call_tool("legacy_add_note", {"text": "over sse"})
+            prompt = await client.get_prompt("legacy_summarize", {"topic": "sse"})
+            return tools, added, prompt
+
+        tools, added, prompt = run(with_client(server, token, use))
+        assert {"legacy_add_note", "legacy_wait"} <= tools
+        assert not added.is_error and added.content[0].text == "1 notes"
+        assert "sse" in prompt.messages[0].content.text
+    finally:
+        server.close()
+        remote.terminate()
+        remote.wait(timeout=10)
+
+
+def test_running_local_servers_are_capped():
+    """Each session gets its own local server; past the cap the least recently used idle one makes
+    room, and when every slot is busy the call fails clearly instead of spawning more."""
+    server = Agora("sqlite", env={"AGORA_MAX_LOCAL_SERVERS": "1", "AGORA_LOG": "warn", "AGORA_DEMO_UPSTREAM": "false"})
+    try:
+        fixture = os.path.join(FIXTURES, "notes_server.py")
+        server.cli("admin", "server", "add", "--name", "capped", "--command", sys.executable, "--arg", fixture)
+        creds = server.create_client(name="cap-test")
+        token = requests.post(server.url("/oauth/token"), data={"grant_type": "client_credentials"},
+                              auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+        children = lambda: subprocess.run(["pgrep", "-f", f"{fixture}$"], capture_output=True, text=True).stdout.split()
+        before = set(children())
+        call = lambda session, name, arguments: message_of(session.post(
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": arguments}}))
+        first, second, third = RawSession(server, token), RawSession(server, token), RawSession(server, token)
+        assert not call(first, "capped_add_note", {"text": "a"})["result"]["isError"]
+        running = set(children()) - before
+        assert len(running) == 1
+        assert not call(second, "capped_add_note", {"text": "b"})["result"]["isError"]
+        time.sleep(0.5)
+        now = set(children()) - before
+        assert len(now) == 1 and now != running, "the idle server of the first session made room"
+
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(call, second, "capped_wait", {"seconds": 3})
+            time.sleep(1)
+            busy = call(third, "capped_add_note", {"text": "c"})
+            assert busy["result"]["isError"] and "local server slots are in use" in busy["result"]["content"][0]["text"], busy
+            assert slow.result()["result"]["content"][0]["text"] == "waited", "the busy server was left alone"
+        assert not call(third, "capped_add_note", {"text": "c"})["result"]["isError"], "a freed slot is used"
     finally:
         server.close()
 

@@ -1,47 +1,189 @@
 //! The MCP server the hub presents: the union of its upstreams' tools, prompts and resources under
 //! collision-free names, each request routed to the upstream that owns what it names.
 
+#![allow(deprecated)] // sampling, roots, logging and resource subscriptions are deprecated by SEP-2577, yet in use
+
 use std::sync::Arc;
 
-use agora_oauth::AccessClaims;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult, ContentBlock,
-    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
-    Reference, ResultType, ServerCapabilities, ServerConfig,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest, CompleteRequest,
+    CompleteRequestParams, CompleteResult, ContentBlock, GetPromptRequest, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InputRequest, InputRequests, InputRequiredResult, InputResponses, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequest,
+    ReadResourceRequestParams, ReadResourceResponse, Reference, ResultType, ServerCapabilities, ServerConfig,
+    ServerResult, SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequest, UnsubscribeRequestParams,
 };
-use rmcp::service::{RequestContext, RoleServer};
+use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData, ServerHandler};
 
-use crate::upstream::{UpstreamError, UpstreamPool};
+use crate::Principal;
+use crate::relay::{ListChange, to_error_data};
+use crate::upstream::{Caller, Upstream, UpstreamError, UpstreamPool};
+
+/// How many `input_required` rounds the hub drives for a client that cannot receive them.
+const MAX_INPUT_ROUNDS: usize = 8;
 
 #[derive(Clone)]
 pub struct HubHandler {
     pub(crate) pool: Arc<UpstreamPool>,
 }
 
-/// The verified caller of this request, put there by the bearer-token layer.
-fn caller(context: &RequestContext<RoleServer>) -> String {
-    context
-        .extensions
-        .get::<axum::http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<AccessClaims>())
-        .map(|claims| claims.sub.clone())
-        .unwrap_or_default()
+/// The downstream request being served: who made it (the bearer-token layer put the principal
+/// there), over which session and revision, with what capabilities.
+fn caller(context: &RequestContext<RoleServer>) -> Caller {
+    let parts = context.extensions.get::<axum::http::request::Parts>();
+    Caller {
+        subject: parts
+            .and_then(|parts| parts.extensions.get::<Principal>())
+            .map(|principal| principal.subject.clone())
+            .unwrap_or_default(),
+        session: parts
+            .and_then(|parts| parts.headers.get(crate::SESSION_HEADER))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        peer: context.peer.clone(),
+        protocol_version: context.protocol_version().unwrap_or_default(),
+        capabilities: context.client_capabilities().unwrap_or_default(),
+        meta: context.meta.clone(),
+    }
 }
 
-fn upstream_failure(what: &str, upstream: &str, error: UpstreamError) -> ErrorData {
-    tracing::warn!(what, upstream, %error, "upstream request failed");
-    ErrorData::internal_error(format!("upstream `{upstream}` failed: {error}"), None)
+fn failure(what: &str, upstream: &str, error: UpstreamError) -> ErrorData {
+    match error {
+        UpstreamError::Rejected(error) => error,
+        other => {
+            tracing::warn!(what, upstream, error = %other, "upstream request failed");
+            ErrorData::internal_error(format!("upstream `{upstream}` failed: {other}"), None)
+        }
+    }
+}
+
+fn unexpected(upstream: &str) -> UpstreamError {
+    UpstreamError::Call(format!("upstream `{upstream}` answered with the wrong kind of result"))
+}
+
+/// A request that an upstream may answer with `input_required` and that is then sent again with
+/// the inputs it asked for (SEP-2322).
+trait Resumable: Clone {
+    fn into_request(self) -> ClientRequest;
+    fn resume(&mut self, responses: Option<InputResponses>, state: Option<String>);
+}
+
+macro_rules! resumable {
+    ($params:ty, $request:ty) => {
+        impl Resumable for $params {
+            fn into_request(self) -> ClientRequest {
+                <$request>::new(self).into()
+            }
+            fn resume(&mut self, responses: Option<InputResponses>, state: Option<String>) {
+                self.input_responses = responses;
+                self.request_state = state;
+            }
+        }
+    };
+}
+
+resumable!(CallToolRequestParams, CallToolRequest);
+resumable!(GetPromptRequestParams, GetPromptRequest);
+resumable!(ReadResourceRequestParams, ReadResourceRequest);
+
+#[expect(clippy::large_enum_variant, reason = "lives on the stack for one request")]
+enum Outcome {
+    Done(ServerResult),
+    InputRequired(InputRequiredResult),
+}
+
+/// Sends `params` upstream. A client of 2026-07-28 or later gets an `input_required` answer as it
+/// is, and sends it back itself; for an older client the hub asks it over its session and sends
+/// the answers upstream.
+async fn drive<P: Resumable>(upstream: &Upstream, caller: &Caller, mut params: P) -> Result<Outcome, UpstreamError> {
+    for _ in 0..MAX_INPUT_ROUNDS {
+        match upstream.send(caller, params.clone().into_request()).await? {
+            ServerResult::InputRequiredResult(asked) if !caller.is_sessionless_revision() => {
+                let responses = gather(caller, asked.input_requests.unwrap_or_default()).await?;
+                params.resume((!responses.is_empty()).then_some(responses), asked.request_state);
+            }
+            ServerResult::InputRequiredResult(asked) => return Ok(Outcome::InputRequired(asked)),
+            other => return Ok(Outcome::Done(other)),
+        }
+    }
+    Err(UpstreamError::Call(format!("no result after {MAX_INPUT_ROUNDS} rounds of input")))
+}
+
+/// Asks the downstream client for each input an upstream requires.
+async fn gather(caller: &Caller, requests: InputRequests) -> Result<InputResponses, UpstreamError> {
+    let peer = &caller.peer;
+    let answers = futures_util::future::join_all(requests.into_iter().map(|(key, request)| async move {
+        let answer = match request {
+            InputRequest::CreateMessage(request) => {
+                peer.create_message(request.params).await.map(|r| serde_json::to_value(r).unwrap_or_default())
+            }
+            InputRequest::Elicitation(request) => {
+                peer.create_elicitation(request.params).await.map(|r| serde_json::to_value(r).unwrap_or_default())
+            }
+            InputRequest::ListRoots(_) => peer.list_roots().await.map(|r| serde_json::to_value(r).unwrap_or_default()),
+            other => {
+                let message =
+                    format!("unsupported input request: {}", serde_json::to_value(&other).unwrap_or_default());
+                return Err(UpstreamError::Rejected(ErrorData::invalid_params(message, None)));
+            }
+        };
+        answer.map(|value| (key, value)).map_err(|e| UpstreamError::Rejected(to_error_data(e)))
+    }))
+    .await;
+    answers.into_iter().collect()
+}
+
+impl HubHandler {
+    async fn resource_owner(&self, caller: &Caller, uri: &str) -> Result<Arc<Upstream>, ErrorData> {
+        self.pool
+            .catalog(caller)
+            .await
+            .resource_owner(uri)
+            .ok_or_else(|| ErrorData::resource_not_found(format!("Unknown resource: {uri}"), None))
+    }
+
+    /// Sends a resource (un)subscription to the upstream owning `uri`, or, for a URI nobody lists
+    /// (resources may exist without being listed), to every upstream that takes subscriptions.
+    async fn on_subscribers(&self, caller: &Caller, uri: &str, request: ClientRequest) -> Result<(), ErrorData> {
+        let candidates = match self.resource_owner(caller, uri).await {
+            Ok(owner) => vec![owner],
+            Err(_) => {
+                let mut subscribable = Vec::new();
+                for upstream in self.pool.upstreams().await {
+                    let capabilities = upstream.capabilities(caller).await;
+                    if capabilities.and_then(|c| c.resources).and_then(|r| r.subscribe).unwrap_or(false) {
+                        subscribable.push(upstream);
+                    }
+                }
+                subscribable
+            }
+        };
+        let mut last_error = ErrorData::resource_not_found(format!("Unknown resource: {uri}"), None);
+        let mut accepted = false;
+        for upstream in candidates {
+            match upstream.send(caller, request.clone()).await {
+                Ok(_) => accepted = true,
+                Err(e) => last_error = failure(request.method(), &upstream.name, e),
+            }
+        }
+        if accepted { Ok(()) } else { Err(last_error) }
+    }
 }
 
 impl ServerHandler for HubHandler {
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
             .enable_tools()
+            .enable_tool_list_changed()
             .enable_prompts()
+            .enable_prompts_list_changed()
             .enable_resources()
+            .enable_resources_subscribe()
+            .enable_resources_list_changed()
             .enable_completions()
+            .enable_logging()
             .build();
         let mut config = ServerConfig::new(capabilities);
         config.server_info = Implementation::new("agora", env!("CARGO_PKG_VERSION"));
@@ -49,12 +191,48 @@ impl ServerHandler for HubHandler {
         config
     }
 
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        let mut accepted = requested.supported_by(&self.get_info().capabilities);
+        // Resource updates reach legacy sessions only (`resources/subscribe`); not offered here.
+        accepted.resource_subscriptions = None;
+        Some(accepted)
+    }
+
+    /// A `subscriptions/listen` stream: every upstream list change, until the client cancels.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut changes = self.pool.changes.subscribe();
+        let sink = context.sink().clone();
+        let wanted = sink.accepted().clone();
+        loop {
+            let change = tokio::select! {
+                _ = context.cancelled() => return Ok(()),
+                change = changes.recv() => change,
+            };
+            let sent = match change {
+                Ok(ListChange::Tools) if wanted.tools_list_changed == Some(true) => {
+                    sink.notify_tool_list_changed().await
+                }
+                Ok(ListChange::Prompts) if wanted.prompts_list_changed == Some(true) => {
+                    sink.notify_prompt_list_changed().await
+                }
+                Ok(ListChange::Resources) if wanted.resources_list_changed == Some(true) => {
+                    sink.notify_resource_list_changed().await
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            };
+            if sent.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let tools = self.pool.catalog().await.tools.into_iter().map(|(exposed, (_, mut tool))| {
+        let tools = self.pool.catalog(&caller(&context)).await.tools.into_iter().map(|(exposed, (_, mut tool))| {
             tool.name = exposed.into();
             tool
         });
@@ -63,30 +241,35 @@ impl ServerHandler for HubHandler {
 
     async fn call_tool(
         &self,
-        request: CallToolRequestParams,
+        mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let catalog = self.pool.catalog().await;
+        let caller = caller(&context);
+        let catalog = self.pool.catalog(&caller).await;
         // A tool the caller may not see answers exactly like one that does not exist.
         let Some((upstream, tool)) = catalog.tools.get(request.name.as_ref()) else {
             return Err(ErrorData::invalid_params(format!("Unknown tool: {}", request.name), None));
         };
-        let who = caller(&context);
+        let exposed = std::mem::replace(&mut request.name, tool.name.clone());
         let started = std::time::Instant::now();
-        let result = upstream.call(&tool.name, request.arguments).await;
+        let outcome = drive(upstream, &caller, request).await;
         let elapsed_ms = started.elapsed().as_millis();
-        match result {
-            Ok(mut result) => {
+        let (tool, upstream_name, user) = (&*exposed, &upstream.name, &caller.subject);
+        match outcome {
+            Ok(Outcome::Done(ServerResult::CallToolResult(mut result))) => {
                 // Upstreams may speak an older revision (no `resultType`); rmcp strips it again
                 // for clients that negotiated one.
                 result.result_type = Some(ResultType::COMPLETE);
-                tracing::info!(tool = %request.name, upstream = %upstream.name, user = %who, elapsed_ms, "tool call");
+                tracing::info!(tool, upstream = %upstream_name, %user, elapsed_ms, "tool call");
                 Ok(result.into())
             }
+            Ok(Outcome::InputRequired(asked)) => Ok(CallToolResponse::InputRequired(asked)),
+            Ok(Outcome::Done(_)) => Err(failure("tools/call", upstream_name, unexpected(upstream_name))),
+            Err(UpstreamError::Rejected(error)) => Err(error),
             Err(e) => {
-                tracing::warn!(tool = %request.name, upstream = %upstream.name, user = %who, elapsed_ms, error = %e, "tool call failed");
-                Ok(CallToolResult::error(vec![ContentBlock::text(format!("upstream `{}` failed: {e}", upstream.name))])
-                    .into())
+                tracing::warn!(tool, upstream = %upstream_name, %user, elapsed_ms, error = %e, "tool call failed");
+                let message = format!("upstream `{upstream_name}` failed: {e}");
+                Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into())
             }
         }
     }
@@ -94,69 +277,121 @@ impl ServerHandler for HubHandler {
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let prompts = self.pool.catalog().await.prompts.into_iter().map(|(exposed, (_, mut prompt))| {
-            prompt.name = exposed;
-            prompt
-        });
+        let prompts =
+            self.pool.catalog(&caller(&context)).await.prompts.into_iter().map(|(exposed, (_, mut prompt))| {
+                prompt.name = exposed;
+                prompt
+            });
         Ok(ListPromptsResult::with_all_items(prompts.collect()))
     }
 
     async fn get_prompt(
         &self,
         mut request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let catalog = self.pool.catalog().await;
+        let caller = caller(&context);
+        let catalog = self.pool.catalog(&caller).await;
         let Some((upstream, prompt)) = catalog.prompts.get(&request.name) else {
             return Err(ErrorData::invalid_params(format!("Unknown prompt: {}", request.name), None));
         };
         request.name = prompt.name.clone();
-        let mut result =
-            upstream.get_prompt(request).await.map_err(|e| upstream_failure("prompts/get", &upstream.name, e))?;
-        result.result_type = Some(ResultType::COMPLETE);
-        Ok(result.into())
+        match drive(upstream, &caller, request).await.map_err(|e| failure("prompts/get", &upstream.name, e))? {
+            Outcome::Done(ServerResult::GetPromptResult(mut result)) => {
+                result.result_type = Some(ResultType::COMPLETE);
+                Ok(result.into())
+            }
+            Outcome::InputRequired(asked) => Ok(GetPromptResponse::InputRequired(asked)),
+            Outcome::Done(_) => Err(failure("prompts/get", &upstream.name, unexpected(&upstream.name))),
+        }
     }
 
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let resources = self.pool.catalog().await.resources.into_values().map(|(_, resource)| resource);
+        let resources =
+            self.pool.catalog(&caller(&context)).await.resources.into_values().map(|(_, resource)| resource);
         Ok(ListResourcesResult::with_all_items(resources.collect()))
     }
 
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let templates = self.pool.catalog().await.templates.into_iter().map(|(_, template)| template);
+        let templates = self.pool.catalog(&caller(&context)).await.templates.into_iter().map(|(_, template)| template);
         Ok(ListResourceTemplatesResult::with_all_items(templates.collect()))
     }
 
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let Some(upstream) = self.pool.catalog().await.resource_owner(&request.uri) else {
-            return Err(ErrorData::resource_not_found(format!("Unknown resource: {}", request.uri), None));
-        };
-        let mut result =
-            upstream.read_resource(request).await.map_err(|e| upstream_failure("resources/read", &upstream.name, e))?;
-        result.result_type = Some(ResultType::COMPLETE);
-        Ok(result.into())
+        let caller = caller(&context);
+        let upstream = self.resource_owner(&caller, &request.uri).await?;
+        match drive(&upstream, &caller, request).await.map_err(|e| failure("resources/read", &upstream.name, e))? {
+            Outcome::Done(ServerResult::ReadResourceResult(mut result)) => {
+                result.result_type = Some(ResultType::COMPLETE);
+                Ok(result.into())
+            }
+            Outcome::InputRequired(asked) => Ok(ReadResourceResponse::InputRequired(asked)),
+            Outcome::Done(_) => Err(failure("resources/read", &upstream.name, unexpected(&upstream.name))),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let caller = caller(&context);
+        let uri = request.uri.clone();
+        self.on_subscribers(&caller, &uri, SubscribeRequest::new(request).into()).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let caller = caller(&context);
+        let uri = request.uri.clone();
+        self.on_subscribers(&caller, &uri, UnsubscribeRequest::new(request).into()).await
+    }
+
+    /// Passed on to every upstream that takes it; one that fails does not fail the others.
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let caller = caller(&context);
+        let upstreams = self.pool.upstreams().await;
+        futures_util::future::join_all(upstreams.iter().map(|upstream| {
+            let (caller, request) = (&caller, request.clone());
+            async move {
+                let logging = upstream.capabilities(caller).await.is_some_and(|c| c.logging.is_some());
+                if logging && let Err(e) = upstream.send(caller, SetLevelRequest::new(request).into()).await {
+                    tracing::warn!(upstream = %upstream.name, error = %e, "logging/setLevel failed");
+                }
+            }
+        }))
+        .await;
+        Ok(())
     }
 
     async fn complete(
         &self,
         mut request: CompleteRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        let catalog = self.pool.catalog().await;
+        let caller = caller(&context);
+        let catalog = self.pool.catalog(&caller).await;
         let upstream = match &mut request.r#ref {
             Reference::Prompt(prompt) => {
                 let Some((upstream, original)) = catalog.prompts.get(&prompt.name) else {
@@ -175,6 +410,10 @@ impl ServerHandler for HubHandler {
                 })?,
             _ => return Err(ErrorData::invalid_params("unsupported completion reference", None)),
         };
-        upstream.complete(request).await.map_err(|e| upstream_failure("completion/complete", &upstream.name, e))
+        let request = ClientRequest::from(CompleteRequest::new(request));
+        match upstream.send(&caller, request).await.map_err(|e| failure("completion/complete", &upstream.name, e))? {
+            ServerResult::CompleteResult(result) => Ok(result),
+            _ => Err(failure("completion/complete", &upstream.name, unexpected(&upstream.name))),
+        }
     }
 }

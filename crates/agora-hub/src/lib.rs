@@ -5,6 +5,8 @@
 
 mod demo;
 mod handler;
+mod legacy_sse;
+mod relay;
 mod sessions;
 mod upstream;
 
@@ -33,6 +35,17 @@ pub struct HubConfig {
     pub demo_upstream: bool,
     /// Local (stdio) servers unused this long are stopped; they start again on next use.
     pub upstream_idle_timeout: std::time::Duration,
+    /// Most local (stdio) upstream servers running at once.
+    pub max_local_servers: usize,
+    /// Tests only: requests without a token from loopback clients are served as `anonymous`.
+    /// The caller (`agora serve`) allows it only when listening on loopback.
+    pub anonymous_loopback: bool,
+}
+
+/// Who a hub request is for: the verified token's subject.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub subject: String,
 }
 
 pub struct Hub {
@@ -41,16 +54,18 @@ pub struct Hub {
     pool: Arc<UpstreamPool>,
     owners: sessions::SessionOwners,
     shutdown: CancellationToken,
+    anonymous_loopback: bool,
 }
 
 impl Hub {
     pub fn new(auth: Arc<AuthServer>, store: Store, config: &HubConfig) -> Arc<Self> {
         let hub = Arc::new(Self {
             auth,
-            pool: Arc::new(UpstreamPool::new(store.clone(), config.demo_upstream)),
+            pool: Arc::new(UpstreamPool::new(store.clone(), config.demo_upstream, config.max_local_servers)),
             owners: sessions::SessionOwners::new(store.clone()),
             store,
             shutdown: CancellationToken::new(),
+            anonymous_loopback: config.anonymous_loopback,
         });
         let (pool, stop, idle) = (hub.pool.clone(), hub.shutdown.child_token(), config.upstream_idle_timeout);
         tokio::spawn(async move { pool.reap_idle(idle, stop).await });
@@ -158,18 +173,23 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim().to_owned());
-    let Some(token) = token else {
-        return unauthorized(&hub, None);
-    };
-    let claims = match hub.auth.verify_access_token_cached(&token).await {
-        Ok(claims) => claims,
-        Err(reason) => return unauthorized(&hub, Some(&reason)),
+    let subject = match token {
+        Some(token) => match hub.auth.verify_access_token_cached(&token).await {
+            Ok(claims) => {
+                let subject = claims.sub.clone();
+                request.extensions_mut().insert(claims);
+                subject
+            }
+            Err(reason) => return unauthorized(&hub, Some(&reason)),
+        },
+        None if hub.anonymous_loopback && from_loopback(&request) => ANONYMOUS.to_owned(),
+        None => return unauthorized(&hub, None),
     };
     let session = request.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if let Some(session) = &session {
         // A session is its creator's: another subject's token (or an unknown id) finds nothing.
         match hub.owners.owner(session).await {
-            Ok(Some(owner)) if owner == claims.sub => {}
+            Ok(Some(owner)) if owner == subject => {}
             Ok(_) => return session_not_found(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read session owner");
@@ -177,8 +197,7 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
             }
         }
     }
-    let subject = claims.sub.clone();
-    request.extensions_mut().insert(claims);
+    request.extensions_mut().insert(Principal { subject: subject.clone() });
     let response = next.run(request).await;
     if session.is_none()
         && let Some(created) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
@@ -191,7 +210,15 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
     response
 }
 
-const SESSION_HEADER: &str = "mcp-session-id";
+pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
+const ANONYMOUS: &str = "anonymous";
+
+fn from_loopback(request: &Request) -> bool {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|info| info.0.ip().is_loopback())
+}
 
 fn session_not_found() -> Response {
     let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "Session not found"}});

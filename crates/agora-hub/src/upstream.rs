@@ -2,25 +2,30 @@
 //! the built-in demo. Each is connected on first use, its tool list cached, and dropped (to be
 //! reconnected on the next use) when it fails. One broken upstream never fails the others.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use agora_store::{Store, UpstreamServer, UpstreamTransport};
+use agora_store::{HttpProtocol, Store, UpstreamServer, UpstreamTransport};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, CompleteRequestParams, CompleteResult, GetPromptRequestParams,
-    GetPromptResult, Prompt, ReadResourceRequestParams, ReadResourceResult, Resource, ResourceTemplate, Tool,
+    ClientCapabilities, ClientRequest, Prompt, ProtocolVersion, RequestMetaObject, Resource, ResourceTemplate,
+    ServerCapabilities, ServerResult, Tool,
 };
-use rmcp::service::{RoleClient, RunningService, ServiceError};
+use rmcp::service::{
+    ClientLifecycleMode, ClientServiceExt, Peer, PeerRequestOptions, RoleClient, RoleServer, RunningService,
+    ServiceError,
+};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{ServiceExt, serde_json};
-use tokio::sync::{Mutex, RwLock};
+use rmcp::{ErrorData, ServiceExt};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, RwLock, Semaphore};
 
 use crate::demo::DemoServer;
+use crate::legacy_sse;
+use crate::relay::{LaneEvents, ListChange, Relay, cancel_upstream};
 
-/// How long a tool list is reused before it is asked for again.
-const TOOL_LIST_TTL: Duration = Duration::from_secs(30);
+/// How long a listing is reused before it is asked for again.
+const LISTING_TTL: Duration = Duration::from_secs(30);
 /// How long the set of configured upstreams is reused before the database is read again.
 const SPECS_TTL: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -47,6 +52,12 @@ pub enum UpstreamError {
     Timeout(u128),
     #[error("{0}")]
     Call(String),
+    /// No room to start a local server: says nothing about the upstream's health.
+    #[error("all {0} local server slots are in use; try again later")]
+    Busy(usize),
+    /// The upstream answered with a JSON-RPC error: its answer, passed on as it is.
+    #[error("{}", .0.message)]
+    Rejected(ErrorData),
 }
 
 /// Where an upstream comes from: the database, or built in.
@@ -56,59 +67,171 @@ pub enum Source {
     Demo,
 }
 
+/// Who a request to an upstream is made for: the downstream request the hub is serving.
+pub struct Caller {
+    pub subject: String,
+    /// The downstream MCP session, for revisions that have them.
+    pub session: Option<String>,
+    pub peer: Peer<RoleServer>,
+    pub protocol_version: ProtocolVersion,
+    pub capabilities: ClientCapabilities,
+    /// The downstream request's `_meta`.
+    pub meta: RequestMetaObject,
+}
+
+impl Caller {
+    /// 2026-07-28 and later: no server→client requests; input is gathered with `input_required` results.
+    pub fn is_sessionless_revision(&self) -> bool {
+        self.protocol_version.as_str() >= ProtocolVersion::V_2026_07_28.as_str()
+    }
+
+    fn lane_key(&self) -> LaneKey {
+        LaneKey { subject: self.subject.clone(), session: self.session.clone() }
+    }
+
+    /// What goes upstream in `_meta`: the caller's own, but for what the hub's connection sets itself.
+    fn forwarded_meta(&self) -> RequestMetaObject {
+        let mut meta = self.meta.clone();
+        for key in ["progressToken", "io.modelcontextprotocol/protocolVersion", "io.modelcontextprotocol/clientInfo"] {
+            meta.0.remove(key);
+        }
+        meta
+    }
+}
+
+/// One connection to an upstream per downstream session and user: the upstream sees each
+/// downstream client as a client of its own, and relayed traffic cannot cross between them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct LaneKey {
+    subject: String,
+    session: Option<String>,
+}
+
+type Client = Arc<RunningService<RoleClient, LaneEvents>>;
+pub type ListingSlot = RwLock<Option<(Arc<Listing>, Instant)>>;
+
+struct Connection {
+    client: Client,
+    /// Held while a local server runs: the cap on running local servers.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Stops the service; a stdio child is killed when its transport drops.
+        self.client.cancellation_token().cancel();
+    }
+}
+
+pub struct Lane {
+    events: LaneEvents,
+    lifecycle: ClientLifecycleMode,
+    connection: Mutex<Option<Connection>>,
+    usage: std::sync::Mutex<Usage>,
+}
+
+struct Usage {
+    last_used: Instant,
+    in_flight: usize,
+}
+
+struct Busy<'a>(&'a Lane);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut usage = self.0.usage();
+        usage.in_flight = usage.in_flight.saturating_sub(1);
+        usage.last_used = Instant::now();
+    }
+}
+
+impl Lane {
+    fn usage(&self) -> std::sync::MutexGuard<'_, Usage> {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the lane in use until the guard drops (even if the request is abandoned).
+    fn begin(&self) -> Busy<'_> {
+        let mut usage = self.usage();
+        usage.in_flight += 1;
+        usage.last_used = Instant::now();
+        Busy(self)
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        let usage = self.usage();
+        (usage.in_flight == 0).then(|| usage.last_used.elapsed())
+    }
+
+    /// Closes the connection unless it is being set up or used right now.
+    fn try_disconnect(&self) -> bool {
+        match self.connection.try_lock() {
+            Ok(mut slot) => slot.take().is_some(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The cap on local (stdio) servers running at once, across every upstream and lane.
+pub struct LocalServers {
+    cap: usize,
+    permits: Arc<Semaphore>,
+    lanes: std::sync::Mutex<Vec<Weak<Lane>>>,
+}
+
+impl LocalServers {
+    pub fn new(cap: usize) -> Self {
+        Self { cap, permits: Arc::new(Semaphore::new(cap)), lanes: Default::default() }
+    }
+
+    /// A place for one more local server; when all are taken, the least recently used idle one is
+    /// stopped to make room. Lanes being connected or used are never touched.
+    fn acquire(&self) -> Result<OwnedSemaphorePermit, UpstreamError> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let mut idle: Vec<(Duration, Arc<Lane>)> = {
+            let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+            lanes.retain(|lane| lane.strong_count() > 0);
+            lanes.iter().filter_map(Weak::upgrade).filter_map(|lane| Some((lane.idle_for()?, lane))).collect()
+        };
+        idle.sort_by_key(|(idle_for, _)| std::cmp::Reverse(*idle_for));
+        for (_, lane) in idle {
+            if lane.try_disconnect() {
+                tracing::info!("stopped the least recently used local server to make room");
+                if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+                    return Ok(permit);
+                }
+            }
+        }
+        Err(UpstreamError::Busy(self.cap))
+    }
+
+    fn track(&self, lane: &Arc<Lane>) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if !lanes.iter().any(|l| l.as_ptr() == Arc::as_ptr(lane)) {
+            lanes.push(Arc::downgrade(lane));
+        }
+    }
+}
+
 pub struct Upstream {
     pub name: String,
     pub prefix: Option<String>,
     source: Source,
     timeout: Duration,
-    client: Mutex<Option<Client>>,
+    lanes: std::sync::Mutex<HashMap<LaneKey, Arc<Lane>>>,
     listing: Arc<ListingSlot>,
     health: std::sync::Mutex<Health>,
+    local: Arc<LocalServers>,
+    changes: tokio::sync::broadcast::Sender<ListChange>,
 }
 
-type ListingSlot = RwLock<Option<(Arc<Listing>, Instant)>>;
-
-/// The hub's side of an upstream connection: a list-changed notification forgets the cached
-/// listing, so the next request lists again instead of waiting out the cache.
-#[derive(Clone)]
-pub struct ListChanged(Arc<ListingSlot>);
-
-impl ListChanged {
-    async fn forget(&self) {
-        *self.0.write().await = None;
-    }
-}
-
-impl rmcp::ClientHandler for ListChanged {
-    async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
-        self.forget().await;
-    }
-
-    async fn on_prompt_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
-        self.forget().await;
-    }
-
-    async fn on_resource_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
-        self.forget().await;
-    }
-}
-
-/// Failure streak and use, for restart backoff and idle reaping.
+/// Failure streak, for restart backoff.
+#[derive(Default)]
 struct Health {
     consecutive_failures: u32,
     retry_after: Option<Instant>,
-    last_used: Instant,
-    in_flight: usize,
-}
-
-struct InFlight<'a>(&'a Upstream);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let mut health = self.0.health();
-        health.in_flight = health.in_flight.saturating_sub(1);
-        health.last_used = Instant::now();
-    }
 }
 
 /// Wait before reconnecting after `failures` consecutive failures: none after the first (a crashed
@@ -129,10 +252,23 @@ pub struct Listing {
     pub templates: Vec<ResourceTemplate>,
 }
 
-type Client = Arc<RunningService<RoleClient, ListChanged>>;
+/// Forgets a request's upstream id once answered; if dropped before (the downstream cancelled or
+/// the call timed out), tells the upstream to stop working on it.
+struct PendingRequest {
+    peer: Peer<RoleClient>,
+    id: Option<rmcp::model::RequestId>,
+}
+
+impl Drop for PendingRequest {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            cancel_upstream(self.peer.clone(), id, "the hub's caller gave up");
+        }
+    }
+}
 
 impl Upstream {
-    fn new(source: Source) -> Self {
+    fn new(source: Source, local: Arc<LocalServers>, changes: tokio::sync::broadcast::Sender<ListChange>) -> Self {
         let (name, prefix, timeout_ms) = match &source {
             Source::Configured(s) => (s.name.clone(), s.tool_prefix.clone(), s.timeout_ms),
             Source::Demo => ("demo".to_owned(), Some("demo".to_owned()), 10_000),
@@ -142,14 +278,11 @@ impl Upstream {
             prefix,
             source,
             timeout: Duration::from_millis(timeout_ms.max(1) as u64),
-            client: Mutex::new(None),
-            listing: Arc::new(RwLock::new(None)),
-            health: std::sync::Mutex::new(Health {
-                consecutive_failures: 0,
-                retry_after: None,
-                last_used: Instant::now(),
-                in_flight: 0,
-            }),
+            lanes: Default::default(),
+            listing: Default::default(),
+            health: Default::default(),
+            local,
+            changes,
         }
     }
 
@@ -157,46 +290,58 @@ impl Upstream {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Marks a request under way until the returned guard drops (even if the request is abandoned).
-    fn begin(&self) -> InFlight<'_> {
-        let mut health = self.health();
-        health.in_flight += 1;
-        health.last_used = Instant::now();
-        InFlight(self)
-    }
-
     fn record(&self, ok: bool) {
         let mut health = self.health();
-        health.last_used = Instant::now();
         if ok {
-            health.consecutive_failures = 0;
-            health.retry_after = None;
+            *health = Health::default();
         } else {
             health.consecutive_failures = health.consecutive_failures.saturating_add(1);
             health.retry_after = Some(Instant::now() + backoff(health.consecutive_failures));
         }
     }
 
-    fn is_stdio(&self) -> bool {
+    fn is_local(&self) -> bool {
         matches!(&self.source, Source::Configured(s) if matches!(s.transport, UpstreamTransport::Stdio { .. }))
     }
 
-    /// Stops a local server nobody has used for `idle`; it starts again on next use.
-    async fn reap_if_idle(&self, idle: Duration) {
-        let idle_now = {
-            let health = self.health();
-            health.in_flight == 0 && health.last_used.elapsed() >= idle
-        };
-        if self.is_stdio() && idle_now && self.client.lock().await.is_some() {
-            tracing::info!(upstream = %self.name, "stopping idle local server");
-            self.forget_connection().await;
-        }
+    fn lane(&self, caller: &Caller) -> Arc<Lane> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes
+            .entry(caller.lane_key())
+            .or_insert_with(|| {
+                // A session of an older revision gets a connection of that revision, so the upstream
+                // can make requests of the client; sessionless callers prefer 2026-07-28.
+                let (protocol_version, lifecycle) = if caller.session.is_some() && !caller.is_sessionless_revision() {
+                    (caller.protocol_version.clone(), ClientLifecycleMode::Initialize)
+                } else {
+                    (
+                        ProtocolVersion::V_2025_11_25,
+                        ClientLifecycleMode::Auto {
+                            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                            legacy_version: Some(ProtocolVersion::V_2025_11_25),
+                        },
+                    )
+                };
+                Arc::new(Lane {
+                    events: LaneEvents {
+                        relay: Arc::new(Relay::default()),
+                        listing: self.listing.clone(),
+                        changes: self.changes.clone(),
+                        capabilities: caller.capabilities.clone(),
+                        protocol_version,
+                    },
+                    lifecycle,
+                    connection: Mutex::new(None),
+                    usage: std::sync::Mutex::new(Usage { last_used: Instant::now(), in_flight: 0 }),
+                })
+            })
+            .clone()
     }
 
-    async fn connect(&self) -> Result<Client, UpstreamError> {
-        let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(client.clone());
+    async fn connect(&self, lane: &Arc<Lane>) -> Result<Client, UpstreamError> {
+        let mut slot = lane.connection.lock().await;
+        if let Some(connection) = slot.as_ref().filter(|c| !c.client.is_closed()) {
+            return Ok(connection.client.clone());
         }
         if let Some(wait) = self.health().retry_after.and_then(|at| at.checked_duration_since(Instant::now())) {
             return Err(UpstreamError::Connect(format!(
@@ -204,7 +349,10 @@ impl Upstream {
                 wait.as_millis()
             )));
         }
-        let events = ListChanged(self.listing.clone());
+        let permit = if self.is_local() { Some(self.local.acquire()?) } else { None };
+        let events = lane.events.clone();
+        let lifecycle = lane.lifecycle.clone();
+        let failed = |e: rmcp::service::ClientInitializeError| UpstreamError::Connect(e.to_string());
         let connecting = async {
             match &self.source {
                 Source::Demo => {
@@ -214,12 +362,11 @@ impl Upstream {
                             let _ = running.waiting().await;
                         }
                     });
-                    events.serve(client_end).await.map_err(|e| UpstreamError::Connect(e.to_string()))
+                    events.serve_with_lifecycle(client_end, lifecycle).await.map_err(failed)
                 }
                 Source::Configured(spec) => match &spec.transport {
-                    UpstreamTransport::Http { url, headers } => {
-                        let mut config = StreamableHttpClientTransportConfig::with_uri(url.clone());
-                        let mut header_map = std::collections::HashMap::new();
+                    UpstreamTransport::Http { url, headers, protocol } => {
+                        let mut header_map = axum::http::HeaderMap::new();
                         for (name, value) in headers {
                             let name = axum::http::HeaderName::from_bytes(name.as_bytes())
                                 .map_err(|e| UpstreamError::Connect(e.to_string()))?;
@@ -227,11 +374,22 @@ impl Upstream {
                                 .map_err(|e| UpstreamError::Connect(e.to_string()))?;
                             header_map.insert(name, value);
                         }
-                        config = config.custom_headers(header_map);
-                        events
-                            .serve(StreamableHttpClientTransport::from_config(config))
-                            .await
-                            .map_err(|e| UpstreamError::Connect(e.to_string()))
+                        match protocol {
+                            HttpProtocol::Streamable => {
+                                let config = StreamableHttpClientTransportConfig::with_uri(url.clone()).custom_headers(
+                                    header_map.into_iter().filter_map(|(k, v)| Some((k?, v))).collect(),
+                                );
+                                let transport = StreamableHttpClientTransport::from_config(config);
+                                events.serve_with_lifecycle(transport, lifecycle).await.map_err(failed)
+                            }
+                            HttpProtocol::LegacySse => {
+                                let url = url::Url::parse(url).map_err(|e| UpstreamError::Connect(e.to_string()))?;
+                                let transport = legacy_sse::connect(url, header_map)
+                                    .await
+                                    .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+                                events.serve_with_lifecycle(transport, lifecycle).await.map_err(failed)
+                            }
+                        }
                     }
                     UpstreamTransport::Stdio { command, args, env } => {
                         let mut cmd = tokio::process::Command::new(command);
@@ -247,7 +405,7 @@ impl Upstream {
                             .spawn()
                             .map(|(transport, _)| transport)
                             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-                        events.serve(transport).await.map_err(|e| UpstreamError::Connect(e.to_string()))
+                        events.serve_with_lifecycle(transport, lifecycle).await.map_err(failed)
                     }
                 },
             }
@@ -256,49 +414,98 @@ impl Upstream {
             .await
             .map_err(|_| UpstreamError::Timeout(CONNECT_TIMEOUT.as_millis()))??;
         let client = Arc::new(client);
-        *slot = Some(client.clone());
+        if let Some(info) = client.peer_info()
+            && info.protocol_version.as_str() >= ProtocolVersion::V_2026_07_28.as_str()
+        {
+            lane.events.follow_list_changes(client.peer().clone(), &info.capabilities);
+        }
+        if permit.is_some() {
+            self.local.track(lane);
+        }
+        *slot = Some(Connection { client: client.clone(), _permit: permit });
         Ok(client)
     }
 
-    async fn forget_connection(&self) {
-        if let Some(client) = self.client.lock().await.take() {
-            client.cancellation_token().cancel();
+    /// Closes every connection to this upstream.
+    async fn disconnect_all(&self) {
+        let lanes: Vec<Arc<Lane>> =
+            self.lanes.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, l)| l).collect();
+        for lane in lanes {
+            lane.connection.lock().await.take();
         }
         *self.listing.write().await = None;
     }
 
-    /// Runs `op` on a connection, within the per-call timeout. A failed or timed-out upstream is
-    /// disconnected, so that its next use reconnects (a crashed stdio child is restarted).
-    async fn request<T, F, Fut>(&self, op: F) -> Result<T, UpstreamError>
+    /// Closes connections nobody has used for `idle`; they open again on next use.
+    fn reap_idle(&self, idle: Duration) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes.retain(|_, lane| {
+            let expired = lane.idle_for().is_some_and(|for_| for_ >= idle);
+            if expired && lane.try_disconnect() {
+                tracing::debug!(upstream = %self.name, "closed an idle upstream connection");
+            }
+            // A lane whose connection is busy being set up stays.
+            !(expired && lane.connection.try_lock().is_ok_and(|slot| slot.is_none()))
+        });
+    }
+
+    /// Runs `op` on the caller's connection, within the per-call timeout. A connection that fails
+    /// or times out is closed, so that its next use reconnects (a crashed stdio child restarts);
+    /// an upstream's JSON-RPC error answer is passed on and leaves the connection be.
+    async fn on_lane<T, F, Fut>(&self, caller: &Caller, op: F) -> Result<T, UpstreamError>
     where
-        F: FnOnce(Client) -> Fut,
+        F: FnOnce(Arc<Lane>, Client) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
-        let _in_flight = self.begin();
-        let call = async {
-            let client = self.connect().await?;
-            op(client).await.map_err(|e| UpstreamError::Call(e.to_string()))
+        let lane = self.lane(caller);
+        let _busy = lane.begin();
+        let work = async {
+            let client = self.connect(&lane).await?;
+            op(lane.clone(), client).await.map_err(|e| match e {
+                ServiceError::McpError(error) => UpstreamError::Rejected(error),
+                other => UpstreamError::Call(other.to_string()),
+            })
         };
-        let outcome = match tokio::time::timeout(self.timeout, call).await {
+        let outcome = match tokio::time::timeout(self.timeout, work).await {
             Ok(outcome) => outcome,
             Err(_) => Err(UpstreamError::Timeout(self.timeout.as_millis())),
         };
-        if outcome.is_err() {
-            self.forget_connection().await;
+        let healthy = matches!(outcome, Ok(_) | Err(UpstreamError::Rejected(_) | UpstreamError::Busy(_)));
+        if !healthy {
+            lane.connection.lock().await.take();
+            *self.listing.write().await = None;
         }
-        self.record(outcome.is_ok());
+        self.record(healthy);
         outcome
     }
 
+    /// Sends one request for `caller`, relaying the upstream's progress, log messages and
+    /// requests (sampling, elicitation, roots) for it back to the caller.
+    pub async fn send(&self, caller: &Caller, request: ClientRequest) -> Result<ServerResult, UpstreamError> {
+        self.on_lane(caller, |lane, client| async move {
+            let mut call = lane.events.relay.enter(caller.peer.clone(), caller.session.is_some());
+            let options = PeerRequestOptions::no_options().with_meta(caller.forwarded_meta());
+            let handle = client.peer().send_request_with_option(request, options).await?;
+            if let Some(token) = caller.meta.get_progress_token() {
+                call.relay_progress(handle.progress_token.clone(), caller.peer.clone(), token);
+            }
+            let mut pending = PendingRequest { peer: client.peer().clone(), id: Some(handle.id.clone()) };
+            let response = handle.await_response().await;
+            pending.id = None;
+            response
+        })
+        .await
+    }
+
     /// Everything the upstream offers, from cache when fresh.
-    pub async fn listing(&self) -> Result<Arc<Listing>, UpstreamError> {
+    pub async fn listing(&self, caller: &Caller) -> Result<Arc<Listing>, UpstreamError> {
         if let Some((listing, at)) = self.listing.read().await.as_ref()
-            && at.elapsed() < TOOL_LIST_TTL
+            && at.elapsed() < LISTING_TTL
         {
             return Ok(listing.clone());
         }
         let listing = self
-            .request(|client| async move {
+            .on_lane(caller, |_, client| async move {
                 let capabilities = client.peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
                 let mut listing = Listing::default();
                 if capabilities.tools.is_some() {
@@ -319,26 +526,12 @@ impl Upstream {
         Ok(listing)
     }
 
-    pub async fn call(
-        &self,
-        tool: &str,
-        arguments: Option<serde_json::Map<String, serde_json::Value>>,
-    ) -> Result<CallToolResult, UpstreamError> {
-        let mut params = CallToolRequestParams::new(tool.to_owned());
-        params.arguments = arguments;
-        self.request(|client| async move { client.call_tool(params).await }).await
-    }
-
-    pub async fn get_prompt(&self, params: GetPromptRequestParams) -> Result<GetPromptResult, UpstreamError> {
-        self.request(|client| async move { client.get_prompt(params).await }).await
-    }
-
-    pub async fn read_resource(&self, params: ReadResourceRequestParams) -> Result<ReadResourceResult, UpstreamError> {
-        self.request(|client| async move { client.read_resource(params).await }).await
-    }
-
-    pub async fn complete(&self, params: CompleteRequestParams) -> Result<CompleteResult, UpstreamError> {
-        self.request(|client| async move { client.complete(params).await }).await
+    /// What the upstream said it can do when the caller's connection was set up.
+    pub async fn capabilities(&self, caller: &Caller) -> Option<ServerCapabilities> {
+        self.on_lane(caller, |_, client| async move { Ok(client.peer_info().map(|info| info.capabilities.clone())) })
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The name clients see for `tool` of this upstream.
@@ -354,12 +547,21 @@ impl Upstream {
 pub struct UpstreamPool {
     store: Store,
     demo: bool,
+    local: Arc<LocalServers>,
+    /// List changes reported by any upstream, for the hub's `subscriptions/listen` streams.
+    pub changes: tokio::sync::broadcast::Sender<ListChange>,
     state: RwLock<(Vec<Arc<Upstream>>, Option<Instant>)>,
 }
 
 impl UpstreamPool {
-    pub fn new(store: Store, demo: bool) -> Self {
-        Self { store, demo, state: RwLock::new((Vec::new(), None)) }
+    pub fn new(store: Store, demo: bool, max_local_servers: usize) -> Self {
+        Self {
+            store,
+            demo,
+            local: Arc::new(LocalServers::new(max_local_servers.max(1))),
+            changes: tokio::sync::broadcast::channel(64).0,
+            state: RwLock::new((Vec::new(), None)),
+        }
     }
 
     pub async fn upstreams(&self) -> Vec<Arc<Upstream>> {
@@ -390,18 +592,18 @@ impl UpstreamPool {
         for source in wanted {
             match state.0.iter().find(|u| u.source == source) {
                 Some(existing) => next.push(existing.clone()),
-                None => next.push(Arc::new(Upstream::new(source))),
+                None => next.push(Arc::new(Upstream::new(source, self.local.clone(), self.changes.clone()))),
             }
         }
         for old in state.0.iter().filter(|old| !next.iter().any(|n| Arc::ptr_eq(n, old))) {
-            old.forget_connection().await;
+            old.disconnect_all().await;
         }
         state.0 = next;
         state.1 = Some(Instant::now());
         state.0.clone()
     }
 
-    /// Stops local servers idle for `idle`, checking a few times per `idle`, until `stop` fires.
+    /// Closes connections idle for `idle`, checking a few times per `idle`, until `stop` fires.
     pub async fn reap_idle(&self, idle: Duration, stop: tokio_util::sync::CancellationToken) {
         let mut tick = tokio::time::interval((idle / 3).clamp(Duration::from_millis(200), Duration::from_secs(30)));
         loop {
@@ -411,7 +613,7 @@ impl UpstreamPool {
             }
             let upstreams = self.state.read().await.0.clone();
             for upstream in upstreams {
-                upstream.reap_if_idle(idle).await;
+                upstream.reap_idle(idle);
             }
         }
     }
@@ -419,15 +621,15 @@ impl UpstreamPool {
     /// Closes every connection (stdio children are killed).
     pub async fn shutdown(&self) {
         for upstream in self.state.read().await.0.iter() {
-            upstream.forget_connection().await;
+            upstream.disconnect_all().await;
         }
     }
 
     /// Everything the upstreams offer, under the names clients see. Upstreams that fail are left
     /// out and logged; a name (or resource URI) already taken is not exposed twice.
-    pub async fn catalog(&self) -> Catalog {
+    pub async fn catalog(&self, caller: &Caller) -> Catalog {
         let upstreams = self.upstreams().await;
-        let listings = futures_util::future::join_all(upstreams.iter().map(|u| u.listing())).await;
+        let listings = futures_util::future::join_all(upstreams.iter().map(|u| u.listing(caller))).await;
         let mut catalog = Catalog::default();
         for (upstream, listing) in upstreams.iter().zip(listings) {
             let listing = match listing {

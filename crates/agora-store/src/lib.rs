@@ -27,7 +27,7 @@ pub use federation::ExternalProfile;
 pub use grants::{AuthRequest, CodeRedemption, Grant, RefreshRotation, StoredCode};
 pub use keys::{NewKey, StoredKey};
 pub use secret::{MasterKey, SecretBox, SecretError};
-pub use upstreams::{UpstreamServer, UpstreamTransport};
+pub use upstreams::{HttpProtocol, UpstreamServer, UpstreamTransport};
 pub use users::NewUser;
 
 #[derive(Debug, thiserror::Error)]

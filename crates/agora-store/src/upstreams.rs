@@ -8,10 +8,28 @@ use crate::{Result, Row, Store, StoreError, conflict_as, json_list, parse_json_l
 /// How the hub reaches an upstream MCP server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpstreamTransport {
-    /// Streamable HTTP at `url`, with extra request headers.
-    Http { url: String, headers: BTreeMap<String, String> },
+    /// A remote server at `url`, with extra request headers.
+    Http { url: String, headers: BTreeMap<String, String>, protocol: HttpProtocol },
     /// A local child process speaking MCP over stdio; its environment holds only `env`.
     Stdio { command: String, args: Vec<String>, env: BTreeMap<String, String> },
+}
+
+/// Which of MCP's HTTP transports a remote server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpProtocol {
+    /// Streamable HTTP (2025-03-26 and later).
+    Streamable,
+    /// The older HTTP+SSE transport (2024-11-05): an event stream plus a URL to post messages to.
+    LegacySse,
+}
+
+impl HttpProtocol {
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Streamable => "http",
+            Self::LegacySse => "sse",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,9 +69,10 @@ impl Store {
         let id: String = row.try_get("id")?;
         let kind: String = row.try_get("transport")?;
         let transport = match kind.as_str() {
-            "http" => UpstreamTransport::Http {
+            "http" | "sse" => UpstreamTransport::Http {
                 url: row.try_get::<Option<String>, _>("url")?.unwrap_or_default(),
                 headers: self.open_map(&id, "headers", row.try_get("sealed_headers")?)?,
+                protocol: if kind == "sse" { HttpProtocol::LegacySse } else { HttpProtocol::Streamable },
             },
             "stdio" => UpstreamTransport::Stdio {
                 command: row.try_get::<Option<String>, _>("command")?.unwrap_or_default(),
@@ -75,8 +94,9 @@ impl Store {
 
     pub async fn create_upstream(&self, server: &UpstreamServer, now: UnixTime) -> Result<()> {
         let (kind, url, command, args, env, headers) = match &server.transport {
-            UpstreamTransport::Http { url, headers } => {
-                ("http", Some(url.as_str()), None, Vec::new(), None, self.seal_map(&server.id, "headers", headers))
+            UpstreamTransport::Http { url, headers, protocol } => {
+                let headers = self.seal_map(&server.id, "headers", headers);
+                (protocol.kind(), Some(url.as_str()), None, Vec::new(), None, headers)
             }
             UpstreamTransport::Stdio { command, args, env } => {
                 ("stdio", None, Some(command.as_str()), args.clone(), self.seal_map(&server.id, "env", env), None)

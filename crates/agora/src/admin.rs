@@ -29,13 +29,16 @@ pub enum AdminCommand {
 
 #[derive(Subcommand)]
 pub enum ServerCommand {
-    /// Add a remote (--url) or local stdio (--command) MCP server.
+    /// Add a remote (--url, or --sse-url for the older transport) or local stdio (--command) MCP server.
     Add {
         #[arg(long)]
         name: String,
         /// Streamable HTTP endpoint of a remote server.
-        #[arg(long, conflicts_with = "command")]
+        #[arg(long, conflicts_with_all = ["command", "sse_url"])]
         url: Option<String>,
+        /// Event-stream endpoint of a remote server speaking the older HTTP+SSE transport (2024-11-05).
+        #[arg(long, conflicts_with = "command")]
+        sse_url: Option<String>,
         /// Extra request header for a remote server, NAME=VALUE (repeatable; stored encrypted).
         #[arg(long = "header")]
         headers: Vec<String>,
@@ -415,25 +418,30 @@ fn pairs(values: &[String], what: &str) -> Result<std::collections::BTreeMap<Str
 }
 
 async fn server_command(store: &agora_store::Store, command: ServerCommand, now: i64) -> Result<(), AppError> {
-    use agora_store::{UpstreamServer, UpstreamTransport};
+    use agora_store::{HttpProtocol, UpstreamServer, UpstreamTransport};
     match command {
-        ServerCommand::Add { name, url, headers, command, args, env, prefix, no_prefix, timeout_ms } => {
+        ServerCommand::Add { name, url, sse_url, headers, command, args, env, prefix, no_prefix, timeout_ms } => {
             let valid_name = |s: &str| {
                 !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             };
             if !valid_name(&name) {
                 return Err(AppError::Usage("--name may hold letters, digits, - and _ (at most 64)".into()));
             }
-            let transport = match (url, command) {
-                (Some(url), None) => {
-                    let parsed = url::Url::parse(&url).map_err(|e| AppError::Usage(format!("--url: {e}")))?;
+            let remote = match (url, sse_url) {
+                (Some(url), None) => Some((url, HttpProtocol::Streamable)),
+                (None, Some(url)) => Some((url, HttpProtocol::LegacySse)),
+                _ => None,
+            };
+            let transport = match (remote, command) {
+                (Some((url, protocol)), None) => {
+                    let parsed = url::Url::parse(&url).map_err(|e| AppError::Usage(format!("the URL: {e}")))?;
                     if !matches!(parsed.scheme(), "http" | "https") {
-                        return Err(AppError::Usage("--url must be http(s)".into()));
+                        return Err(AppError::Usage("the URL must be http(s)".into()));
                     }
-                    UpstreamTransport::Http { url, headers: pairs(&headers, "--header")? }
+                    UpstreamTransport::Http { url, headers: pairs(&headers, "--header")?, protocol }
                 }
                 (None, Some(command)) => UpstreamTransport::Stdio { command, args, env: pairs(&env, "--env")? },
-                _ => return Err(AppError::Usage("give exactly one of --url and --command".into())),
+                _ => return Err(AppError::Usage("give exactly one of --url, --sse-url and --command".into())),
             };
             let tool_prefix = if no_prefix { None } else { Some(prefix.unwrap_or_else(|| name.clone())) };
             if tool_prefix.as_deref().is_some_and(|p| !valid_name(p)) {

@@ -62,6 +62,7 @@ struct FileConfig {
     jwks_refetch_interval: Option<u64>,
     demo_upstream: Option<bool>,
     upstream_idle_timeout: Option<u64>,
+    max_local_servers: Option<usize>,
     log: Option<String>,
 }
 
@@ -94,6 +95,9 @@ pub struct Config {
     pub demo_upstream: bool,
     /// Seconds before an unused local (stdio) upstream server is stopped.
     pub upstream_idle_timeout: u64,
+    /// Most local (stdio) upstream servers running at once; the least recently used idle one
+    /// makes room for a new one.
+    pub max_local_servers: usize,
     pub log: String,
 }
 
@@ -189,6 +193,12 @@ impl Config {
                 .or(file.upstream_idle_timeout)
                 .unwrap_or(300)
                 .max(1),
+            max_local_servers: match env_parse("AGORA_MAX_LOCAL_SERVERS")?.or(file.max_local_servers).unwrap_or(32) {
+                0 => {
+                    return Err(ConfigError::Invalid { key: "max_local_servers", detail: "must be at least 1".into() });
+                }
+                v => v,
+            },
             log: env("AGORA_LOG").or(file.log).unwrap_or_else(|| "info,rmcp=warn".to_owned()),
             master_key: env("AGORA_MASTER_KEY").or(file.master_key),
             data_dir,

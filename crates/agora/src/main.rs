@@ -23,7 +23,7 @@ struct Cli {
 #[expect(clippy::large_enum_variant, reason = "a command line is parsed once per process")]
 enum Command {
     /// Run the server (creates the data directory, schema, keys and a first admin on first start).
-    Serve,
+    Serve(serve::ServeArgs),
     /// Manage users and OAuth clients.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve => serve::run(config).await,
+            Command::Serve(args) => serve::run(config, args).await,
             Command::Admin(command) => admin::run_admin(config, command).await,
             Command::Keys(command) => admin::run_keys(config, command).await,
         }

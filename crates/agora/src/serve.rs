@@ -23,13 +23,26 @@ const MAX_MCP_BODY_BYTES: usize = 4 * 1024 * 1024;
 const INITIAL_ADMIN_EMAIL: &str = "admin@localhost";
 const INITIAL_ADMIN_SETTING: &str = "initial_admin_user_id";
 
-pub async fn run(config: Config) -> Result<(), AppError> {
+/// Flags of `agora serve` alone.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// TESTING ONLY: admit hub requests that carry no token, from loopback clients, when agora
+    /// itself listens on a loopback address (the MCP conformance suite sends no token). Requests
+    /// with a token are checked as always.
+    #[arg(long, env = "AGORA_TEST_ANONYMOUS_HUB")]
+    pub test_anonymous_hub: bool,
+}
+
+pub async fn run(config: Config, args: ServeArgs) -> Result<(), AppError> {
     let store = open_store(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| AppError::Io { context: format!("cannot listen on {}", config.listen), source })?;
     let bound =
         listener.local_addr().map_err(|source| AppError::Io { context: "cannot read bound address".into(), source })?;
+    if args.test_anonymous_hub && !bound.ip().is_loopback() {
+        return Err(AppError::Usage("--test-anonymous-hub needs a loopback listen address".into()));
+    }
     let public_url = match &config.public_url {
         Some(url) => url.clone(),
         None => url::Url::parse(&format!("http://{bound}")).expect("a socket address makes a URL"),
@@ -53,7 +66,12 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         max_body_bytes: MAX_MCP_BODY_BYTES,
         demo_upstream: config.demo_upstream,
         upstream_idle_timeout: std::time::Duration::from_secs(config.upstream_idle_timeout),
+        max_local_servers: config.max_local_servers,
+        anonymous_loopback: args.test_anonymous_hub,
     };
+    if args.test_anonymous_hub {
+        tracing::warn!("the hub admits loopback requests without a token (--test-anonymous-hub); for tests only");
+    }
     let hub = agora_hub::Hub::new(server.clone(), store.clone(), &hub_config);
     let app = Router::new()
         .route("/", get(home))
