@@ -218,6 +218,26 @@ def test_sessions_continue_on_another_process_and_belong_to_their_subject(hub):
         second.stop()
 
 
+def test_cancelling_a_call_cancels_it_upstream(hub):
+    session = RawSession(hub, hub.token)
+    notes = lambda: int(message_of(session.post({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "remote_add_note", "arguments": {"text": "n"}}}))["result"]["content"][0]["text"].split()[0])
+    before = notes()
+    slow = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "remote_wait", "arguments": {"seconds": 8}}}
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(lambda: session.post(slow))
+        time.sleep(1)
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7, "reason": "test"}}
+        assert session.post(cancel).status_code == 202
+        time.sleep(1)
+        # The upstream's wait was cancelled (it noted so) well before its 8 s were up.
+        assert notes() == before + 2
+        try:
+            waiting.result(timeout=15)
+        except Exception:
+            pass  # a cancelled request need not be answered
+
+
 def test_prompts_and_resources_are_aggregated(hub):
     async def scenario(client):
         await client.call_tool("remote_add_note", {"text": "first remote note"})
@@ -279,6 +299,43 @@ def test_idle_local_servers_are_stopped_and_restarted_on_use():
         assert "result" in again and not again["result"]["isError"], again
     finally:
         server.close()
+
+
+def test_garbage_silence_and_broken_upstreams_fail_only_their_calls():
+    """An upstream that writes garbage, one that never answers (per-call timeout) and one that is not an MCP
+    server at all each fail only what they are asked; the hub and the other upstreams carry on."""
+    junk_port = free_port()
+    junk = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(junk_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Agora("sqlite", env={"AGORA_LOG": "warn"})
+    try:
+        wait_for_port(junk_port)
+        fixture = os.path.join(FIXTURES, "notes_server.py")
+        server.cli("admin", "server", "add", "--name", "odd", "--command", sys.executable, "--arg", fixture,
+                   "--timeout-ms", "1500")
+        server.cli("admin", "server", "add", "--name", "junk", "--url", f"http://127.0.0.1:{junk_port}/mcp")
+        creds = server.create_client(name="odd-test")
+        token = requests.post(server.url("/oauth/token"), data={"grant_type": "client_credentials"},
+                              auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+        session = RawSession(server, token)
+        call = lambda name, args={}: message_of(session.post(
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}}))
+        names = {t["name"] for t in message_of(session.post({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))["result"]["tools"]}
+        assert {"odd_garble", "odd_hang", "demo_echo"} <= names and not any(n.startswith("junk_") for n in names)
+
+        garbled = call("odd_garble")
+        assert "result" in garbled, garbled
+        started = time.time()
+        hung = call("odd_hang")
+        assert hung["result"]["isError"] and "timed out" in hung["result"]["content"][0]["text"], hung
+        assert time.time() - started < 10, "the per-call timeout ends a call nobody answers"
+        assert call("odd_add_note", {"text": "after"})["result"]["content"][0]["text"].endswith("notes")
+        assert call("demo_echo", {"text": "ok"})["result"]["content"][0]["text"] == "ok"
+        assert requests.get(server.url("/healthz"), timeout=5).text == "ok"
+    finally:
+        server.close()
+        junk.terminate()
+        junk.wait(timeout=10)
 
 
 def test_legacy_sse_upstream():

@@ -46,6 +46,7 @@ fn caller(context: &RequestContext<RoleServer>) -> Caller {
         protocol_version: context.protocol_version().unwrap_or_default(),
         capabilities: context.client_capabilities().unwrap_or_default(),
         meta: context.meta.clone(),
+        cancelled: context.ct.clone(),
     }
 }
 

@@ -241,6 +241,7 @@ impl LaneEvents {
 
 /// Tells the upstream that the hub gave up on request `id` (the downstream cancelled, or it timed out).
 pub fn cancel_upstream(peer: Peer<RoleClient>, id: RequestId, reason: &str) {
+    tracing::debug!(%id, reason, "cancelling an upstream request");
     let params = CancelledNotificationParam::new(Some(id), Some(reason.to_owned()));
     tokio::spawn(async move {
         let _ = peer.notify_cancelled(params).await;

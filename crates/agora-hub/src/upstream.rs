@@ -55,6 +55,9 @@ pub enum UpstreamError {
     /// No room to start a local server: says nothing about the upstream's health.
     #[error("all {0} local server slots are in use; try again later")]
     Busy(usize),
+    /// The downstream client cancelled; the upstream was told to stop.
+    #[error("cancelled by the client")]
+    Cancelled,
     /// The upstream answered with a JSON-RPC error: its answer, passed on as it is.
     #[error("{}", .0.message)]
     Rejected(ErrorData),
@@ -77,6 +80,8 @@ pub struct Caller {
     pub capabilities: ClientCapabilities,
     /// The downstream request's `_meta`.
     pub meta: RequestMetaObject,
+    /// Fires when the downstream client cancels the request.
+    pub cancelled: tokio_util::sync::CancellationToken,
 }
 
 impl Caller {
@@ -466,11 +471,18 @@ impl Upstream {
                 other => UpstreamError::Call(other.to_string()),
             })
         };
-        let outcome = match tokio::time::timeout(self.timeout, work).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(UpstreamError::Timeout(self.timeout.as_millis())),
+        // Dropping `work` on timeout or cancellation tells the upstream to stop (`PendingRequest`).
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(self.timeout, work) => match outcome {
+                Ok(outcome) => outcome,
+                Err(_) => Err(UpstreamError::Timeout(self.timeout.as_millis())),
+            },
+            _ = caller.cancelled.cancelled() => Err(UpstreamError::Cancelled),
         };
-        let healthy = matches!(outcome, Ok(_) | Err(UpstreamError::Rejected(_) | UpstreamError::Busy(_)));
+        let healthy = matches!(
+            outcome,
+            Ok(_) | Err(UpstreamError::Rejected(_) | UpstreamError::Busy(_) | UpstreamError::Cancelled)
+        );
         if !healthy {
             lane.connection.lock().await.take();
             *self.listing.write().await = None;
