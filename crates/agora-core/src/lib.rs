@@ -9,6 +9,7 @@ pub mod email;
 pub mod federation;
 pub mod profile;
 pub mod scope;
+pub mod toolkit;
 pub mod user;
 
 /// Seconds since the Unix epoch. Every timestamp agora stores or compares uses this unit.

@@ -3,7 +3,11 @@
 
 #![allow(deprecated)] // sampling, roots, logging and resource subscriptions are deprecated by SEP-2577, yet in use
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use agora_core::toolkit::{self, OfferedTool, VisibleTool};
+use agora_store::AuditEntry;
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest, CompleteRequest,
@@ -17,9 +21,10 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData, ServerHandler};
 
-use crate::Principal;
+use crate::audit::AuditLog;
+use crate::policy::{Principal, Scope};
 use crate::relay::{ListChange, to_error_data};
-use crate::upstream::{Caller, Upstream, UpstreamError, UpstreamPool};
+use crate::upstream::{Caller, Catalog, Upstream, UpstreamError, UpstreamPool};
 
 /// How many `input_required` rounds the hub drives for a client that cannot receive them.
 const MAX_INPUT_ROUNDS: usize = 8;
@@ -27,6 +32,18 @@ const MAX_INPUT_ROUNDS: usize = 8;
 #[derive(Clone)]
 pub struct HubHandler {
     pub(crate) pool: Arc<UpstreamPool>,
+    pub(crate) audit: AuditLog,
+}
+
+/// What the bearer layer decided for this request: who, and what they may use. Every request
+/// passes that layer, so a missing scope is the hub's own bug and refuses everything.
+fn scope(context: &RequestContext<RoleServer>) -> Result<Scope, ErrorData> {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Scope>())
+        .cloned()
+        .ok_or_else(|| ErrorData::internal_error("request not authorized", None))
 }
 
 /// The downstream request being served: who made it (the bearer-token layer put the principal
@@ -37,6 +54,10 @@ fn caller(context: &RequestContext<RoleServer>) -> Caller {
         subject: parts
             .and_then(|parts| parts.extensions.get::<Principal>())
             .map(|principal| principal.subject.clone())
+            .unwrap_or_default(),
+        profile: parts
+            .and_then(|parts| parts.extensions.get::<Scope>())
+            .map(|scope| scope.profile_id.clone())
             .unwrap_or_default(),
         session: parts
             .and_then(|parts| parts.headers.get(crate::SESSION_HEADER))
@@ -136,6 +157,16 @@ async fn gather(caller: &Caller, requests: InputRequests) -> Result<InputRespons
     answers.into_iter().collect()
 }
 
+/// The tools the request's profile shows, by the name it shows them under.
+fn visible(catalog: &Catalog, scope: &Scope) -> BTreeMap<String, VisibleTool> {
+    let offered: Vec<OfferedTool> = catalog
+        .tools
+        .iter()
+        .map(|(name, (upstream, tool))| OfferedTool { server: &upstream.name, tool: &tool.name, default_name: name })
+        .collect();
+    toolkit::visible_tools(&scope.selections, &offered)
+}
+
 impl HubHandler {
     async fn resource_owner(&self, caller: &Caller, uri: &str) -> Result<Arc<Upstream>, ErrorData> {
         self.pool
@@ -233,9 +264,17 @@ impl ServerHandler for HubHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let tools = self.pool.catalog(&caller(&context)).await.tools.into_iter().map(|(exposed, (_, mut tool))| {
-            tool.name = exposed.into();
-            tool
+        let scope = scope(&context)?;
+        let catalog = self.pool.catalog(&caller(&context)).await;
+        let tools = visible(&catalog, &scope).into_values().filter_map(|shown| {
+            let (_, tool) = catalog.tools.get(&shown.default_name)?;
+            let mut tool = tool.clone();
+            tool.name = shown.name.into();
+            if let Some(description) = shown.description {
+                tool.description = Some(description.into());
+            }
+            tool.input_schema = Arc::new(toolkit::schema_without_fixed(&tool.input_schema, &shown.fixed_arguments));
+            Some(tool)
         });
         Ok(ListToolsResult::with_all_items(tools.collect()))
     }
@@ -245,34 +284,49 @@ impl ServerHandler for HubHandler {
         mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let scope = scope(&context)?;
         let caller = caller(&context);
         let catalog = self.pool.catalog(&caller).await;
         // A tool the caller may not see answers exactly like one that does not exist.
-        let Some((upstream, tool)) = catalog.tools.get(request.name.as_ref()) else {
-            return Err(ErrorData::invalid_params(format!("Unknown tool: {}", request.name), None));
-        };
+        let unknown = || ErrorData::invalid_params(format!("Unknown tool: {}", request.name), None);
+        let shown = visible(&catalog, &scope).remove(request.name.as_ref()).ok_or_else(unknown)?;
+        let (upstream, tool) = catalog.tools.get(&shown.default_name).ok_or_else(unknown)?;
         let exposed = std::mem::replace(&mut request.name, tool.name.clone());
+        request.arguments = toolkit::arguments_with_fixed(request.arguments.take(), &shown.fixed_arguments);
         let started = std::time::Instant::now();
         let outcome = drive(upstream, &caller, request).await;
         let elapsed_ms = started.elapsed().as_millis();
         let (tool, upstream_name, user) = (&*exposed, &upstream.name, &caller.subject);
-        match outcome {
+        let (response, outcome_name) = match outcome {
             Ok(Outcome::Done(ServerResult::CallToolResult(mut result))) => {
                 // Upstreams may speak an older revision (no `resultType`); rmcp strips it again
                 // for clients that negotiated one.
                 result.result_type = Some(ResultType::COMPLETE);
                 tracing::info!(tool, upstream = %upstream_name, %user, elapsed_ms, "tool call");
-                Ok(result.into())
+                let outcome = if result.is_error == Some(true) { "tool_error" } else { "ok" };
+                (Ok(result.into()), outcome)
             }
-            Ok(Outcome::InputRequired(asked)) => Ok(CallToolResponse::InputRequired(asked)),
-            Ok(Outcome::Done(_)) => Err(failure("tools/call", upstream_name, unexpected(upstream_name))),
-            Err(UpstreamError::Rejected(error)) => Err(error),
+            Ok(Outcome::InputRequired(asked)) => (Ok(CallToolResponse::InputRequired(asked)), "input_required"),
+            Ok(Outcome::Done(_)) => (Err(failure("tools/call", upstream_name, unexpected(upstream_name))), "error"),
+            Err(UpstreamError::Rejected(error)) => (Err(error), "rejected"),
             Err(e) => {
                 tracing::warn!(tool, upstream = %upstream_name, %user, elapsed_ms, error = %e, "tool call failed");
                 let message = format!("upstream `{upstream_name}` failed: {e}");
-                Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into())
+                (Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into()), "upstream_failed")
             }
-        }
+        };
+        self.audit.record(AuditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            account_id: Some(scope.account_id.clone()),
+            at: agora_oauth::now(),
+            actor: caller.subject.clone(),
+            action: "tools/call".into(),
+            detail: serde_json::json!({
+                "tool": tool, "upstream": upstream_name, "upstream_tool": &*shown.tool, "profile": scope.profile_id,
+                "client": scope.client_id, "duration_ms": elapsed_ms as u64, "outcome": outcome_name,
+            }),
+        });
+        response
     }
 
     async fn list_prompts(

@@ -4,8 +4,10 @@
 //! rmcp types stay inside this crate; the rest of agora sees `router` and `HubConfig`.
 
 mod demo;
+mod audit;
 mod handler;
 mod legacy_sse;
+mod policy;
 mod relay;
 mod sessions;
 mod upstream;
@@ -25,6 +27,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+pub use policy::{Principal, Scope};
 pub use upstream::UpstreamPool;
 
 pub const HUB_PATH: &str = "/hub/mcp";
@@ -42,17 +45,13 @@ pub struct HubConfig {
     pub anonymous_loopback: bool,
 }
 
-/// Who a hub request is for: the verified token's subject.
-#[derive(Clone, Debug)]
-pub struct Principal {
-    pub subject: String,
-}
-
 pub struct Hub {
     auth: Arc<AuthServer>,
     store: Store,
     pool: Arc<UpstreamPool>,
     owners: sessions::SessionOwners,
+    policy: Arc<policy::Policy>,
+    audit: audit::AuditLog,
     shutdown: CancellationToken,
     anonymous_loopback: bool,
 }
@@ -63,12 +62,15 @@ impl Hub {
             auth,
             pool: Arc::new(UpstreamPool::new(store.clone(), config.demo_upstream, config.max_local_servers)),
             owners: sessions::SessionOwners::new(store.clone()),
+            policy: Arc::new(policy::Policy::new(store.clone())),
+            audit: audit::AuditLog::start(store.clone()),
             store,
             shutdown: CancellationToken::new(),
             anonymous_loopback: config.anonymous_loopback,
         });
         let (pool, stop, idle) = (hub.pool.clone(), hub.shutdown.child_token(), config.upstream_idle_timeout);
         tokio::spawn(async move { pool.reap_idle(idle, stop).await });
+        tokio::spawn(hub.policy.clone().watch(hub.shutdown.child_token()));
         hub
     }
 
@@ -84,6 +86,7 @@ impl Hub {
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         self.pool.shutdown().await;
+        self.audit.flush().await;
     }
 }
 
@@ -95,7 +98,7 @@ pub fn router(hub: Arc<Hub>, config: &HubConfig) -> Router {
         None => base.host_str().unwrap_or_default().to_owned(),
     };
     let origin = base.origin().ascii_serialization();
-    let handler = handler::HubHandler { pool: hub.pool.clone() };
+    let handler = handler::HubHandler { pool: hub.pool.clone(), audit: hub.audit.clone() };
     let mut mcp_config = StreamableHttpServerConfig::default()
         // Sessions for revisions before 2026-07-28 (later ones are always sessionless), restorable on
         // any replica from the database.
@@ -161,7 +164,8 @@ async fn protected_resource_metadata(State(hub): State<Arc<Hub>>) -> Json<serde_
     }))
 }
 
-/// Bearer authentication for `/hub/mcp`: a verified access token or 401 pointing at the metadata.
+/// Bearer authentication for `/hub/mcp`: a verified access token (or personal token) or 401
+/// pointing at the metadata; then admission and profile selection, or 403.
 async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with(HUB_PATH) {
         return next.run(request).await;
@@ -173,41 +177,81 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim().to_owned());
-    let subject = match token {
-        Some(token) => match hub.auth.verify_access_token_cached(&token).await {
-            Ok(claims) => {
-                let subject = claims.sub.clone();
-                request.extensions_mut().insert(claims);
-                subject
+    let principal = match token {
+        Some(token) if token.starts_with(PERSONAL_TOKEN_PREFIX) => {
+            match hub.policy.personal_token(&agora_store::secret::token_digest(&token)).await {
+                Ok(Some(personal)) => {
+                    Principal { subject: personal.user_id, client_id: None, locked_profile: Some(personal.profile_id) }
+                }
+                Ok(None) => return unauthorized(&hub, Some("unknown, revoked or expired personal token")),
+                Err(e) => return unavailable(&e),
             }
+        }
+        Some(token) => match hub.auth.verify_access_token_cached(&token).await {
+            Ok(claims) => Principal {
+                subject: claims.sub.clone(),
+                client_id: Some(claims.client_id.clone()),
+                locked_profile: claims.civic_profile.clone(),
+            },
             Err(reason) => return unauthorized(&hub, Some(&reason)),
         },
-        None if hub.anonymous_loopback && from_loopback(&request) => ANONYMOUS.to_owned(),
+        None if hub.anonymous_loopback && from_loopback(&request) => {
+            Principal { subject: ANONYMOUS.to_owned(), client_id: None, locked_profile: None }
+        }
         None => return unauthorized(&hub, None),
+    };
+    let scope = match hub.policy.scope(&principal, &asked(&request)).await {
+        Ok(scope) => scope,
+        Err(policy::PolicyError::Forbidden(reason)) => return forbidden(&reason),
+        Err(policy::PolicyError::Store(e)) => return unavailable(&e),
     };
     let session = request.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if let Some(session) = &session {
         // A session is its creator's: another subject's token (or an unknown id) finds nothing.
         match hub.owners.owner(session).await {
-            Ok(Some(owner)) if owner == subject => {}
+            Ok(Some(owner)) if owner == principal.subject => {}
             Ok(_) => return session_not_found(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read session owner");
-                return StatusCode::SERVICE_UNAVAILABLE.into_response();
-            }
+            Err(e) => return unavailable(&e),
         }
     }
-    request.extensions_mut().insert(Principal { subject: subject.clone() });
+    let subject = principal.subject.clone();
+    request.extensions_mut().insert(principal);
+    request.extensions_mut().insert(scope);
     let response = next.run(request).await;
     if session.is_none()
         && let Some(created) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok())
         && let Err(e) = hub.owners.bind(created, &subject).await
     {
         // An unbound session would be usable by anyone holding its id: refuse it instead.
-        tracing::error!(error = %e, "cannot bind the new session to its subject");
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        return unavailable(&e);
     }
     response
+}
+
+/// What a request says about its profile beyond its token: headers, then query parameters.
+fn asked(request: &Request) -> policy::Asked {
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let query: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes()).into_owned().collect();
+    policy::Asked {
+        header: header("x-civic-profile-id").or_else(|| header("x-civic-profile")),
+        query_profile: query.get("profile").cloned(),
+        query_account: query.get("accountId").cloned(),
+        query_lock: query.get("lock").map(|v| v == "true"),
+    }
+}
+
+/// Personal access tokens carry this prefix, so secret scanners can find leaked ones.
+pub const PERSONAL_TOKEN_PREFIX: &str = "agora_pat_";
+
+fn unavailable(error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(%error, "hub request cannot be authorized");
+    StatusCode::SERVICE_UNAVAILABLE.into_response()
+}
+
+fn forbidden(reason: &str) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": format!("forbidden: {reason}")}});
+    (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 
 pub(crate) const SESSION_HEADER: &str = "mcp-session-id";

@@ -73,6 +73,8 @@ pub enum Source {
 /// Who a request to an upstream is made for: the downstream request the hub is serving.
 pub struct Caller {
     pub subject: String,
+    /// The profile the request uses: upstream connections (and later credentials) are per profile.
+    pub profile: String,
     /// The downstream MCP session, for revisions that have them.
     pub session: Option<String>,
     pub peer: Peer<RoleServer>,
@@ -91,7 +93,7 @@ impl Caller {
     }
 
     fn lane_key(&self) -> LaneKey {
-        LaneKey { subject: self.subject.clone(), session: self.session.clone() }
+        LaneKey { subject: self.subject.clone(), profile: self.profile.clone(), session: self.session.clone() }
     }
 
     /// What goes upstream in `_meta`: the caller's own, but for what the hub's connection sets itself.
@@ -104,11 +106,12 @@ impl Caller {
     }
 }
 
-/// One connection to an upstream per downstream session and user: the upstream sees each
+/// One connection to an upstream per downstream session, user and profile: the upstream sees each
 /// downstream client as a client of its own, and relayed traffic cannot cross between them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct LaneKey {
     subject: String,
+    profile: String,
     session: Option<String>,
 }
 

@@ -4,11 +4,14 @@
 //! Queries go through sqlx's `Any` driver, so each is written once; they keep to the SQL both
 //! engines accept (`$n` parameters, `RETURNING`, `ON CONFLICT`), and store times as Unix seconds.
 
+mod accounts;
+mod audit;
 mod clients;
 mod federation;
 mod grants;
 mod keys;
 mod mcp_sessions;
+mod personal_tokens;
 pub mod secret;
 mod sessions;
 mod upstreams;
@@ -22,10 +25,13 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, AssertSqlSafe, Executor, SqlSafeStr};
 
+pub use accounts::{NewAccount, Toolkit};
+pub use audit::AuditEntry;
 pub use clients::NewClient;
 pub use federation::ExternalProfile;
 pub use grants::{AuthRequest, CodeRedemption, Grant, RefreshRotation, StoredCode};
 pub use keys::{NewKey, StoredKey};
+pub use personal_tokens::PersonalToken;
 pub use secret::{MasterKey, SecretBox, SecretError};
 pub use upstreams::{HttpProtocol, UpstreamServer, UpstreamTransport};
 pub use users::NewUser;
@@ -189,6 +195,7 @@ fn migrator(backend: Backend) -> Migrator {
         (4, "one signing key per role", include_str!("../migrations/0004_one_signing_key_per_role.sql")),
         (5, "revocation epoch", include_str!("../migrations/0005_revocation_epoch.sql")),
         (6, "mcp sessions", include_str!("../migrations/0006_mcp_sessions.sql")),
+        (7, "accounts", include_str!("../migrations/0007_accounts.sql")),
     ];
     let migrations = sources
         .into_iter()
