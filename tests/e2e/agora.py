@@ -149,6 +149,16 @@ class Agora:
             time.sleep(0.02)
         return self.mailbox()
 
+    def sql(self, statement: str) -> None:
+        """Runs one statement on agora's database: for tests that must stand in for the passing of time."""
+        if self.postgres:
+            subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", self.postgres.url, "-c", statement], check=True,
+                           capture_output=True)
+        else:
+            import sqlite3
+            with sqlite3.connect(os.path.join(self.data_dir, "agora.db")) as db:
+                db.execute(statement)
+
     def stored_bytes(self) -> bytes:
         """Everything the database holds, as bytes to search for secrets."""
         if self.postgres:

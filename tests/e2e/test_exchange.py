@@ -57,19 +57,35 @@ def error_of(response, status=400):
     return response.json()["error"]
 
 
+def account_of(agora, client_id, profiles=1):
+    """A new account linked to the client, with `profiles` profiles: (account id, [profile ids])."""
+    name = f"acct-{secrets.token_hex(4)}"
+    created = agora.cli("admin", "account", "create", "--name", name)
+    account = created.strip().rsplit("(", 1)[1].rstrip(")")
+    agora.cli("admin", "account", "link", "--account", account, "--client", client_id)
+    ids = [agora.cli("admin", "profile", "create", "--account", account, "--name", f"p{i}").strip().split("=", 1)[1]
+           for i in range(profiles)]
+    return account, ids
+
+
 def test_id_and_access_tokens_exchange_into_agora_tokens(agora, idp):
     client = app(agora, idp)
+    account, (profile,) = account_of(agora, client[0])
+    _, (foreign,) = account_of(agora, app(agora, idp)[0])
     sub = f"google-{secrets.token_hex(4)}"
     email = f"Fed.{secrets.token_hex(3)}@Example.com"
     id_token = idp.token(sub=sub, email=email, email_verified=True, name="Fed User", picture="https://p.example/a.png")
-    profile = str(uuid.uuid4())
-    first = exchange(agora, client, id_token, civic_profile=profile, civic_account="acct_123")
+    for stranger in (str(uuid.uuid4()), foreign):
+        refused = exchange(agora, client, id_token, civic_profile=stranger)
+        assert error_of(refused) == "invalid_request" and "not a profile of this client's account" in refused.json()["error_description"]
+    assert error_of(exchange(agora, client, id_token, civic_account="acct_123")) == "invalid_request"
+    first = exchange(agora, client, id_token, civic_profile=profile, civic_account=account)
     assert first.status_code == 200, first.text
     body = first.json()
     assert body["issued_token_type"] == ACCESS_TOKEN and body["token_type"] == "Bearer"
     assert body["expires_in"] == 3600 and "refresh_token" not in body and "id_token" not in body
     claims = verify_access_token(agora, body["access_token"], client[0])
-    assert claims["civic_profile"] == profile and claims["civic_account"] == "acct_123"
+    assert claims["civic_profile"] == profile and claims["civic_account"] == account
     assert claims["aud"] == ["civic"] and set(claims["scope"].split()) == {"openid", "email", "profile"}
 
     userinfo = requests.get(agora.url("/oauth/userinfo"), headers={"Authorization": f"Bearer {body['access_token']}"}, timeout=10).json()
@@ -234,8 +250,9 @@ def test_agora_tokens_down_scope(agora, idp):
     assert claims["exp"] <= original["exp"], "never a longer life than the input"
     wider = exchange(agora, client, first["access_token"], token_type=ACCESS_TOKEN, scope="openid mcp:tools")
     assert error_of(wider) == "invalid_scope"
-    locked = exchange(agora, client, idp.token(sub="down"), civic_profile=str(uuid.uuid4())).json()
-    relock = exchange(agora, client, locked["access_token"], token_type=ACCESS_TOKEN, civic_profile=str(uuid.uuid4()))
+    _, (one, another) = account_of(agora, client[0], profiles=2)
+    locked = exchange(agora, client, idp.token(sub="down"), civic_profile=one).json()
+    relock = exchange(agora, client, locked["access_token"], token_type=ACCESS_TOKEN, civic_profile=another)
     assert error_of(relock) == "invalid_request", "a locked token stays locked to its profile"
     kept = exchange(agora, client, locked["access_token"], token_type=ACCESS_TOKEN)
     assert verify_access_token(agora, kept.json()["access_token"], client[0])["civic_profile"] == \
@@ -246,8 +263,10 @@ def test_agora_tokens_of_other_clients_are_not_exchanged(agora, idp):
     first, second = app(agora, idp), app(agora, idp)
     token = exchange(agora, first, idp.token(sub="cross")).json()["access_token"]
     assert error_of(exchange(agora, second, token, token_type=ACCESS_TOKEN)) == "invalid_grant"
-    bound = exchange(agora, first, idp.token(sub="cross"), civic_account="acct-a").json()["access_token"]
-    assert error_of(exchange(agora, first, bound, token_type=ACCESS_TOKEN, civic_account="acct-b")) == "invalid_request"
+    account, _ = account_of(agora, first[0], profiles=0)
+    other_account, _ = account_of(agora, second[0], profiles=0)
+    bound = exchange(agora, first, idp.token(sub="cross"), civic_account=account).json()["access_token"]
+    assert error_of(exchange(agora, first, bound, token_type=ACCESS_TOKEN, civic_account=other_account)) == "invalid_request"
 
 
 def test_presets_need_an_audience(agora):

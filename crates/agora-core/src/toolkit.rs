@@ -111,7 +111,10 @@ pub fn schema_without_fixed(schema: &Map<String, Value>, fixed: &Map<String, Val
 }
 
 /// The arguments sent upstream: the client's, with every fixed argument set over them.
-pub fn arguments_with_fixed(client: Option<Map<String, Value>>, fixed: &Map<String, Value>) -> Option<Map<String, Value>> {
+pub fn arguments_with_fixed(
+    client: Option<Map<String, Value>>,
+    fixed: &Map<String, Value>,
+) -> Option<Map<String, Value>> {
     if fixed.is_empty() {
         return client;
     }
@@ -150,10 +153,18 @@ mod tests {
         let aliased = ToolSelection { alias: Some("file_bug".into()), ..select("github", "create_issue") };
         let cases: Vec<(&str, Vec<ToolSelection>, Vec<&str>)> = vec![
             ("nothing selected, nothing visible", vec![], vec![]),
-            ("everything", vec![ToolSelection::everything()], vec!["github_create_issue", "github_delete_repo", "slack_post"]),
+            (
+                "everything",
+                vec![ToolSelection::everything()],
+                vec!["github_create_issue", "github_delete_repo", "slack_post"],
+            ),
             ("one server", vec![select("github", ALL)], vec!["github_create_issue", "github_delete_repo"]),
             ("one tool", vec![select("slack", "post")], vec!["slack_post"]),
-            ("a hidden tool beats its server's wildcard", vec![select("github", ALL), hidden.clone()], vec!["github_create_issue"]),
+            (
+                "a hidden tool beats its server's wildcard",
+                vec![select("github", ALL), hidden.clone()],
+                vec!["github_create_issue"],
+            ),
             ("order does not matter for specificity", vec![hidden, select("github", ALL)], vec!["github_create_issue"]),
             ("an alias renames", vec![aliased], vec!["file_bug"]),
             (
@@ -182,7 +193,10 @@ mod tests {
         let schema = json!({"type": "object", "properties": {"repo": {"type": "string"}, "title": {"type": "string"}},
                             "required": ["repo", "title"]});
         let shown = schema_without_fixed(schema.as_object().unwrap(), &fixed);
-        assert_eq!(Value::Object(shown), json!({"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}));
+        assert_eq!(
+            Value::Object(shown),
+            json!({"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]})
+        );
 
         let sent = json!({"title": "bug", "repo": "evil/other"}).as_object().cloned();
         let merged = arguments_with_fixed(sent, &fixed).unwrap();

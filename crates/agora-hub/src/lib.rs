@@ -3,8 +3,8 @@
 //!
 //! rmcp types stay inside this crate; the rest of agora sees `router` and `HubConfig`.
 
-mod demo;
 mod audit;
+mod demo;
 mod handler;
 mod legacy_sse;
 mod policy;
@@ -250,7 +250,8 @@ fn unavailable(error: &dyn std::fmt::Display) -> Response {
 }
 
 fn forbidden(reason: &str) -> Response {
-    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": format!("forbidden: {reason}")}});
+    let body =
+        json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": format!("forbidden: {reason}")}});
     (StatusCode::FORBIDDEN, Json(body)).into_response()
 }
 

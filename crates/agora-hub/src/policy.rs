@@ -172,13 +172,16 @@ impl Policy {
             },
             (client, _) => self.account_for_client(client.as_deref()).await?,
         };
-        let view = view.ok_or_else(|| PolicyError::Forbidden("this application is not connected to an account".into()))?;
+        let view =
+            view.ok_or_else(|| PolicyError::Forbidden("this application is not connected to an account".into()))?;
         let membership = view.members.get(&principal.subject);
         let admission = match membership {
             Some(m) => Admission::Member(m.role),
             // A personal token speaks for a member; one who left loses it.
             None if principal.client_id.is_none() && principal.locked_profile.is_some() => {
-                return Err(PolicyError::Forbidden("the owner of this token is no longer a member of its account".into()));
+                return Err(PolicyError::Forbidden(
+                    "the owner of this token is no longer a member of its account".into(),
+                ));
             }
             None if view.account.public_access => Admission::Public,
             None => {

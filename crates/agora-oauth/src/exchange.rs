@@ -87,6 +87,24 @@ pub async fn exchange(
         Some(_) => return Err(invalid_request("civic_account must be an account id")),
         None => None,
     };
+    // Profiles and account ids name things of the client's own account only; the same answer for
+    // an unknown id and another account's, so nothing about other accounts leaks.
+    // Checked before the subject token is looked at, so a refused request does not spend it.
+    if civic_profile.is_some() || civic_account.is_some() {
+        let account = server.store.account_for_client(&client.id).await?;
+        let account_id = account.as_ref().map(|a| a.id.as_str());
+        if let Some(asked) = civic_account
+            && Some(asked) != account_id
+        {
+            return Err(invalid_request("civic_account is not this client's account"));
+        }
+        if let Some(profile) = civic_profile.as_deref() {
+            let owner = server.store.profile(profile).await?.map(|p| p.account_id);
+            if owner.is_none() || owner.as_deref() != account_id {
+                return Err(invalid_request("civic_profile is not a profile of this client's account"));
+            }
+        }
+    }
     let expires_in = match params.expires_in.as_deref() {
         Some(raw) => Some(
             raw.parse::<i64>()

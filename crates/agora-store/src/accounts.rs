@@ -147,7 +147,12 @@ impl Store {
 
     pub async fn account(&self, id: &str) -> Result<Option<Account>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(self.pool()).await?.map(|r| account_from_row(&r)).transpose()
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .map(|r| account_from_row(&r))
+            .transpose()
     }
 
     pub async fn account_by_name(&self, name: &str) -> Result<Option<Account>> {
@@ -180,8 +185,9 @@ impl Store {
     }
 
     pub async fn set_public_access(&self, account_id: &str, on: bool) -> Result<bool> {
-        let query =
-            sqlx::query("UPDATE accounts SET public_access = $2 WHERE id = $1").bind(account_id.to_owned()).bind(i64::from(on));
+        let query = sqlx::query("UPDATE accounts SET public_access = $2 WHERE id = $1")
+            .bind(account_id.to_owned())
+            .bind(i64::from(on));
         Ok(self.policy_change(query, "account").await? == 1)
     }
 
@@ -196,7 +202,13 @@ impl Store {
     }
 
     /// Links a client to an account; a client already linked elsewhere is a conflict.
-    pub async fn link_client(&self, account_id: &str, client_id: &str, secret: Option<&str>, now: UnixTime) -> Result<()> {
+    pub async fn link_client(
+        &self,
+        account_id: &str,
+        client_id: &str,
+        secret: Option<&str>,
+        now: UnixTime,
+    ) -> Result<()> {
         let sealed = secret.map(|s| self.secrets().seal(&format!("account_client:{client_id}"), s.as_bytes()));
         let query = sqlx::query(
             "INSERT INTO account_clients (client_id, account_id, sealed_secret, created_at) VALUES ($1, $2, $3, $4)",
@@ -236,13 +248,15 @@ impl Store {
     }
 
     pub async fn membership(&self, account_id: &str, user_id: &str) -> Result<Option<Membership>> {
-        sqlx::query("SELECT account_id, user_id, role, default_profile FROM memberships WHERE account_id = $1 AND user_id = $2")
-            .bind(account_id)
-            .bind(user_id)
-            .fetch_optional(self.pool())
-            .await?
-            .map(|r| membership_from_row(&r))
-            .transpose()
+        sqlx::query(
+            "SELECT account_id, user_id, role, default_profile FROM memberships WHERE account_id = $1 AND user_id = $2",
+        )
+        .bind(account_id)
+        .bind(user_id)
+        .fetch_optional(self.pool())
+        .await?
+        .map(|r| membership_from_row(&r))
+        .transpose()
     }
 
     pub async fn members(&self, account_id: &str) -> Result<Vec<Membership>> {
@@ -322,12 +336,13 @@ impl Store {
     }
 
     pub async fn create_profile(&self, profile: &Profile, now: UnixTime) -> Result<()> {
-        let query = sqlx::query("INSERT INTO profiles (id, account_id, name, alias, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(profile.id.clone())
-            .bind(profile.account_id.clone())
-            .bind(profile.name.clone())
-            .bind(profile.alias.clone())
-            .bind(now);
+        let query =
+            sqlx::query("INSERT INTO profiles (id, account_id, name, alias, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(profile.id.clone())
+                .bind(profile.account_id.clone())
+                .bind(profile.name.clone())
+                .bind(profile.alias.clone())
+                .bind(now);
         self.policy_change(query, "profile").await?;
         Ok(())
     }
@@ -367,7 +382,9 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         rows.iter()
-            .map(|r| Ok(Toolkit { id: r.try_get("id")?, account_id: r.try_get("account_id")?, name: r.try_get("name")? }))
+            .map(|r| {
+                Ok(Toolkit { id: r.try_get("id")?, account_id: r.try_get("account_id")?, name: r.try_get("name")? })
+            })
             .collect()
     }
 

@@ -25,22 +25,30 @@ impl Store {
     pub async fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         for entry in entries {
-            sqlx::query("INSERT INTO audit_log (id, account_id, at, actor, action, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-                .bind(&entry.id)
-                .bind(&entry.account_id)
-                .bind(entry.at)
-                .bind(&entry.actor)
-                .bind(&entry.action)
-                .bind(entry.detail.to_string())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO audit_log (id, account_id, at, actor, action, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&entry.id)
+            .bind(&entry.account_id)
+            .bind(entry.at)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(entry.detail.to_string())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     /// An account's entries with `from <= at < until`, oldest first, at most `limit`.
-    pub async fn audit(&self, account_id: &str, from: UnixTime, until: UnixTime, limit: i64) -> Result<Vec<AuditEntry>> {
+    pub async fn audit(
+        &self,
+        account_id: &str,
+        from: UnixTime,
+        until: UnixTime,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
             "SELECT id, account_id, at, actor, action, detail FROM audit_log \
              WHERE account_id = $1 AND at >= $2 AND at < $3 ORDER BY at, id LIMIT $4",

@@ -52,12 +52,23 @@ impl Store {
 
     pub async fn personal_token_by_digest(&self, digest: &str) -> Result<Option<PersonalToken>> {
         let sql = format!("SELECT {COLUMNS} FROM personal_tokens WHERE digest = $1");
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(digest).fetch_optional(self.pool()).await?.map(|r| token_from_row(&r)).transpose()
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(digest)
+            .fetch_optional(self.pool())
+            .await?
+            .map(|r| token_from_row(&r))
+            .transpose()
     }
 
     pub async fn personal_tokens(&self, user_id: &str) -> Result<Vec<PersonalToken>> {
         let sql = format!("SELECT {COLUMNS} FROM personal_tokens WHERE user_id = $1 ORDER BY created_at");
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(self.pool()).await?.iter().map(token_from_row).collect()
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(token_from_row)
+            .collect()
     }
 
     /// Revokes one of `user_id`'s tokens; false when it is not theirs or already revoked.

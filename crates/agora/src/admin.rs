@@ -25,6 +25,18 @@ pub enum AdminCommand {
     /// Upstream MCP servers the hub serves.
     #[command(subcommand)]
     Server(ServerCommand),
+    /// Accounts: client links, public access, members, invitations, audit log.
+    #[command(subcommand)]
+    Account(crate::manage::AccountCommand),
+    /// Profiles of an account.
+    #[command(subcommand)]
+    Profile(crate::manage::ProfileCommand),
+    /// Toolkits: which tools a profile offers, with overrides.
+    #[command(subcommand)]
+    Toolkit(crate::manage::ToolkitCommand),
+    /// Personal access tokens for agent platforms.
+    #[command(subcommand)]
+    Token(crate::manage::TokenCommand),
 }
 
 #[derive(Subcommand)]
@@ -303,6 +315,10 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
         }
         AdminCommand::Provider(command) => provider_command(&store, command, now).await?,
         AdminCommand::Server(command) => server_command(&store, command, now).await?,
+        AdminCommand::Account(command) => crate::manage::account(store.clone(), command, now).await?,
+        AdminCommand::Profile(command) => crate::manage::profile(store.clone(), command, now).await?,
+        AdminCommand::Toolkit(command) => crate::manage::toolkit(store.clone(), command, now).await?,
+        AdminCommand::Token(command) => crate::manage::token(store.clone(), command, now).await?,
         AdminCommand::Client(ClientCommand::Revoke { client_id }) => {
             if !store.revoke_client(&client_id, now).await? {
                 return Err(AppError::Usage(format!("no client {client_id}")));

@@ -63,6 +63,7 @@ struct FileConfig {
     demo_upstream: Option<bool>,
     upstream_idle_timeout: Option<u64>,
     max_local_servers: Option<usize>,
+    audit_retention_days: Option<i64>,
     log: Option<String>,
 }
 
@@ -98,6 +99,8 @@ pub struct Config {
     /// Most local (stdio) upstream servers running at once; the least recently used idle one
     /// makes room for a new one.
     pub max_local_servers: usize,
+    /// Days audit entries are kept.
+    pub audit_retention_days: i64,
     pub log: String,
 }
 
@@ -198,6 +201,18 @@ impl Config {
                     return Err(ConfigError::Invalid { key: "max_local_servers", detail: "must be at least 1".into() });
                 }
                 v => v,
+            },
+            audit_retention_days: match env_parse("AGORA_AUDIT_RETENTION_DAYS")?
+                .or(file.audit_retention_days)
+                .unwrap_or(30)
+            {
+                v if (1..=3650).contains(&v) => v,
+                v => {
+                    return Err(ConfigError::Invalid {
+                        key: "audit_retention_days",
+                        detail: format!("{v} is outside 1..=3650 days"),
+                    });
+                }
             },
             log: env("AGORA_LOG").or(file.log).unwrap_or_else(|| "info,rmcp=warn".to_owned()),
             master_key: env("AGORA_MASTER_KEY").or(file.master_key),

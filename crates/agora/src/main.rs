@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod manage;
 mod serve;
 
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ pub enum AppError {
     Secret(#[from] agora_store::SecretError),
     #[error(transparent)]
     Keys(#[from] agora_oauth::keys::KeyError),
+    #[error(transparent)]
+    Service(#[from] agora_api::ServiceError),
     #[error("{0}")]
     Usage(String),
     #[error("{context}: {source}")]

@@ -86,7 +86,7 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<(), AppError> {
             tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
         }));
 
-    let upkeep = tokio::spawn(upkeep(server.clone()));
+    let upkeep = tokio::spawn(upkeep(server.clone(), config.audit_retention_days));
     let revocations = tokio::spawn(server.clone().watch_revocations());
     println!("agora listening on http://{bound}");
     println!("  issuer: {}", server.config.issuer());
@@ -137,6 +137,8 @@ async fn bootstrap_admin(store: &agora_store::Store) -> Result<(), AppError> {
         Err(e) => return Err(e.into()),
     };
     store.insert_setting_if_absent(INITIAL_ADMIN_SETTING, &user.id).await?;
+    // The administrator owns the default account (that of clients linked to no other).
+    store.add_member("default", &user.id, agora_core::account::Role::Owner, agora_oauth::now()).await?;
     println!("first start: created the administrator account");
     println!("  email:    {INITIAL_ADMIN_EMAIL}");
     println!("  password: {password}   (shown once; change it with `agora admin user set-password`)");
@@ -144,7 +146,7 @@ async fn bootstrap_admin(store: &agora_store::Store) -> Result<(), AppError> {
 }
 
 /// Purges expired rows every few minutes; any replica may do it at any time.
-async fn upkeep(server: std::sync::Arc<AuthServer>) {
+async fn upkeep(server: std::sync::Arc<AuthServer>, audit_retention_days: i64) {
     let mut tick = tokio::time::interval(Duration::from_secs(300));
     loop {
         tick.tick().await;
@@ -154,6 +156,9 @@ async fn upkeep(server: std::sync::Arc<AuthServer>) {
         }
         if let Err(e) = server.store.purge_retired_keys(now - server.config.longest_token_ttl()).await {
             tracing::warn!(error = %e, "purge of retired keys failed");
+        }
+        if let Err(e) = server.store.purge_audit(now - audit_retention_days * 86_400).await {
+            tracing::warn!(error = %e, "purge of old audit entries failed");
         }
     }
 }

@@ -1,0 +1,6 @@
+//! Management of accounts, members, invitations, profiles, toolkits and personal tokens: one
+//! service layer, role-checked and audited, under both `agora admin` and the management API.
+
+pub mod service;
+
+pub use service::{Actor, InvitationRequest, Service, ServiceError};

@@ -1,0 +1,524 @@
+//! The operations behind `agora admin` and `/api/v1`. Each checks the actor's role in the account
+//! it touches (an unknown id and another account's id get the same `NotFound`, so nothing leaks),
+//! and each change is written to the account's audit log with who made it.
+
+use agora_core::UnixTime;
+use agora_core::account::{AccountKind, Invitation, Role};
+use agora_core::profile::Profile;
+use agora_core::toolkit::ToolSelection;
+use agora_store::secret::{random_token, token_digest};
+use agora_store::{AuditEntry, NewAccount, PersonalToken, Store, StoreError, Toolkit};
+use serde_json::{Value, json};
+
+/// The longest a personal token may live.
+pub const MAX_PERSONAL_TOKEN_DAYS: i64 = 30;
+/// Personal access tokens carry this prefix, so secret scanners can find leaked ones.
+pub const PERSONAL_TOKEN_PREFIX: &str = "agora_pat_";
+
+/// Who asks for an operation.
+#[derive(Clone, Debug)]
+pub enum Actor {
+    /// The operator at the command line: every right, recorded as `operator`.
+    Operator,
+    /// A signed-in user: the rights of their role in the account concerned.
+    User(String),
+}
+
+impl Actor {
+    fn name(&self) -> &str {
+        match self {
+            Actor::Operator => "operator",
+            Actor::User(id) => id,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Unknown, or not the actor's to see: the same answer either way.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ServiceError::Conflict(what),
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ServiceError>;
+
+/// Who to invite, as what, through which of the account's clients, for how many days.
+pub struct InvitationRequest<'a> {
+    pub email: &'a str,
+    pub role: Role,
+    pub client_id: &'a str,
+    pub days: i64,
+}
+
+/// What an operation needs of the actor's role.
+#[derive(Clone, Copy)]
+enum Need {
+    /// OWNER or ADMIN: Integration settings, members, invitations, profiles, toolkits, audit.
+    Manage,
+    /// Any team member (not END_USER).
+    Member,
+}
+
+pub struct Service {
+    store: Store,
+}
+
+fn valid_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ServiceError::Invalid("a name needs 1 to 100 printable characters".into()));
+    }
+    Ok(name.to_owned())
+}
+
+impl Service {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// The actor's role in `account_id`, if it allows `need`. Someone with no place in the account
+    /// learns nothing about it (`NotFound`).
+    async fn authorize(&self, actor: &Actor, account_id: &str, need: Need) -> Result<Option<Role>> {
+        if self.store.account(account_id).await?.is_none() {
+            return Err(ServiceError::NotFound("account"));
+        }
+        let Actor::User(user_id) = actor else { return Ok(None) };
+        let role = match self.store.membership(account_id, user_id).await? {
+            Some(m) if m.role != Role::EndUser => m.role,
+            _ => return Err(ServiceError::NotFound("account")),
+        };
+        match need {
+            Need::Manage if !role.may_manage_integration() => {
+                Err(ServiceError::Forbidden("this needs the OWNER or ADMIN role"))
+            }
+            _ => Ok(Some(role)),
+        }
+    }
+
+    async fn audit(&self, actor: &Actor, account_id: &str, action: &str, detail: Value, now: UnixTime) -> Result<()> {
+        let entry = AuditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            account_id: Some(account_id.to_owned()),
+            at: now,
+            actor: actor.name().to_owned(),
+            action: action.to_owned(),
+            detail,
+        };
+        Ok(self.store.append_audit(&[entry]).await?)
+    }
+
+    /// Finds an account by id or name, as the actor may see it.
+    pub async fn find_account(&self, actor: &Actor, id_or_name: &str) -> Result<agora_core::account::Account> {
+        let account = match self.store.account(id_or_name).await? {
+            Some(account) => account,
+            None => self.store.account_by_name(id_or_name).await?.ok_or(ServiceError::NotFound("account"))?,
+        };
+        self.authorize(actor, &account.id, Need::Member).await?;
+        Ok(account)
+    }
+
+    /// A new organization; a user creating it becomes its OWNER.
+    pub async fn create_account(
+        &self,
+        actor: &Actor,
+        name: &str,
+        public_access: bool,
+        now: UnixTime,
+    ) -> Result<agora_core::account::Account> {
+        let new = NewAccount {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: valid_name(name)?,
+            kind: AccountKind::Organization,
+            public_access,
+            is_default: false,
+        };
+        let account = self.store.create_account(new, now).await?;
+        if let Actor::User(user_id) = actor {
+            self.store.add_member(&account.id, user_id, Role::Owner, now).await?;
+        }
+        self.audit(
+            actor,
+            &account.id,
+            "account.create",
+            json!({"after": {"name": account.name, "public_access": public_access}}),
+            now,
+        )
+        .await?;
+        Ok(account)
+    }
+
+    pub async fn set_public_access(&self, actor: &Actor, account_id: &str, on: bool, now: UnixTime) -> Result<()> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        self.store.set_public_access(account_id, on).await?;
+        self.audit(actor, account_id, "account.public_access", json!({"after": on}), now).await
+    }
+
+    /// Links an existing client to the account ("link existing"); a client belongs to at most one.
+    pub async fn link_client(&self, actor: &Actor, account_id: &str, client_id: &str, now: UnixTime) -> Result<()> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        if self.store.client_by_id(client_id).await?.is_none() {
+            return Err(ServiceError::NotFound("client"));
+        }
+        self.store.link_client(account_id, client_id, None, now).await?;
+        self.audit(actor, account_id, "client.link", json!({"client": client_id}), now).await
+    }
+
+    pub async fn add_member(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        email: &str,
+        role: Role,
+        now: UnixTime,
+    ) -> Result<()> {
+        let actor_role = self.authorize(actor, account_id, Need::Manage).await?;
+        if role == Role::Owner && actor_role.is_some_and(|r| r != Role::Owner) {
+            return Err(ServiceError::Forbidden("only an OWNER can make an OWNER"));
+        }
+        let email = agora_core::email::normalize(email).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let user = self.store.user_by_email(&email).await?.ok_or(ServiceError::NotFound("user"))?;
+        self.store.add_member(account_id, &user.id, role, now).await?;
+        self.audit(actor, account_id, "member.add", json!({"after": {"user": user.id, "role": role.as_str()}}), now)
+            .await
+    }
+
+    pub async fn invite(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        asked: InvitationRequest<'_>,
+        now: UnixTime,
+    ) -> Result<Invitation> {
+        let InvitationRequest { email, role, client_id, days } = asked;
+        let actor_role = self.authorize(actor, account_id, Need::Manage).await?;
+        if role == Role::Owner && actor_role.is_some_and(|r| r != Role::Owner) {
+            return Err(ServiceError::Forbidden("only an OWNER can invite an OWNER"));
+        }
+        if !(1..=90).contains(&days) {
+            return Err(ServiceError::Invalid("an invitation lasts 1 to 90 days".into()));
+        }
+        if !self.store.linked_clients(account_id).await?.iter().any(|c| c == client_id) {
+            return Err(ServiceError::NotFound("client"));
+        }
+        let invitation = Invitation {
+            id: uuid::Uuid::new_v4().to_string(),
+            account_id: account_id.to_owned(),
+            email: agora_core::email::normalize(email).map_err(|e| ServiceError::Invalid(e.to_string()))?,
+            role,
+            client_id: client_id.to_owned(),
+            expires_at: now + days * 86_400,
+        };
+        self.store.create_invitation(&invitation, now).await?;
+        let detail = json!({"after": {"email": invitation.email, "role": role.as_str(), "client": client_id}});
+        self.audit(actor, account_id, "invitation.create", detail, now).await?;
+        Ok(invitation)
+    }
+
+    pub async fn create_profile(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        name: &str,
+        alias: Option<&str>,
+        make_default: bool,
+        now: UnixTime,
+    ) -> Result<Profile> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        if alias.is_some_and(|a| a.is_empty() || !a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(ServiceError::Invalid("an alias holds letters, digits, - and _".into()));
+        }
+        let profile = Profile {
+            id: uuid::Uuid::new_v4().to_string(),
+            account_id: account_id.to_owned(),
+            name: valid_name(name)?,
+            alias: alias.map(str::to_owned),
+        };
+        self.store.create_profile(&profile, now).await?;
+        if make_default {
+            self.store.set_account_default_profile(account_id, &profile.id).await?;
+        }
+        let detail =
+            json!({"after": {"id": profile.id, "name": profile.name, "alias": profile.alias, "default": make_default}});
+        self.audit(actor, account_id, "profile.create", detail, now).await?;
+        Ok(profile)
+    }
+
+    /// A profile of the account, by id or alias.
+    pub async fn find_profile(&self, actor: &Actor, account_id: &str, id_or_alias: &str) -> Result<Profile> {
+        self.authorize(actor, account_id, Need::Member).await?;
+        self.store
+            .profiles(account_id)
+            .await?
+            .into_iter()
+            .find(|p| p.id == id_or_alias || p.alias.as_deref() == Some(id_or_alias) || p.name == id_or_alias)
+            .ok_or(ServiceError::NotFound("profile"))
+    }
+
+    pub async fn create_toolkit(&self, actor: &Actor, account_id: &str, name: &str, now: UnixTime) -> Result<Toolkit> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        let toolkit = Toolkit {
+            id: uuid::Uuid::new_v4().to_string(),
+            account_id: account_id.to_owned(),
+            name: valid_name(name)?,
+        };
+        self.store.create_toolkit(&toolkit, now).await?;
+        self.audit(
+            actor,
+            account_id,
+            "toolkit.create",
+            json!({"after": {"id": toolkit.id, "name": toolkit.name}}),
+            now,
+        )
+        .await?;
+        Ok(toolkit)
+    }
+
+    async fn find_toolkit(&self, account_id: &str, id_or_name: &str) -> Result<Toolkit> {
+        self.store
+            .toolkits(account_id)
+            .await?
+            .into_iter()
+            .find(|t| t.id == id_or_name || t.name == id_or_name)
+            .ok_or(ServiceError::NotFound("toolkit"))
+    }
+
+    pub async fn put_toolkit_tool(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        toolkit: &str,
+        selection: ToolSelection,
+        now: UnixTime,
+    ) -> Result<()> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        let toolkit = self.find_toolkit(account_id, toolkit).await?;
+        if selection.server.is_empty() || selection.tool.is_empty() {
+            return Err(ServiceError::Invalid("a selection names a server and a tool (or *)".into()));
+        }
+        self.store.put_toolkit_tool(&toolkit.id, &selection).await?;
+        let detail = json!({"toolkit": toolkit.id, "after": {
+            "server": selection.server, "tool": selection.tool, "alias": selection.alias,
+            "description": selection.description, "fixed_arguments": selection.fixed_arguments.keys().collect::<Vec<_>>(),
+            "hidden": selection.hidden,
+        }});
+        self.audit(actor, account_id, "toolkit.tool.put", detail, now).await
+    }
+
+    pub async fn attach_toolkit(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        profile: &str,
+        toolkit: &str,
+        now: UnixTime,
+    ) -> Result<()> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        let profile = self.find_profile(actor, account_id, profile).await?;
+        let toolkit = self.find_toolkit(account_id, toolkit).await?;
+        self.store.attach_toolkit(&profile.id, &toolkit.id).await?;
+        self.audit(
+            actor,
+            account_id,
+            "profile.toolkit.attach",
+            json!({"profile": profile.id, "toolkit": toolkit.id}),
+            now,
+        )
+        .await
+    }
+
+    /// A personal access token of `user_id` for one of their account's profiles, shown once.
+    pub async fn create_personal_token(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        profile_id: &str,
+        name: &str,
+        days: i64,
+        now: UnixTime,
+    ) -> Result<(PersonalToken, String)> {
+        if let Actor::User(me) = actor
+            && me != user_id
+        {
+            return Err(ServiceError::Forbidden("personal tokens are made by their owner"));
+        }
+        if !(1..=MAX_PERSONAL_TOKEN_DAYS).contains(&days) {
+            return Err(ServiceError::Invalid(format!("a personal token lives 1 to {MAX_PERSONAL_TOKEN_DAYS} days")));
+        }
+        let profile = self.store.profile(profile_id).await?.ok_or(ServiceError::NotFound("profile"))?;
+        match self.store.membership(&profile.account_id, user_id).await? {
+            Some(m) if m.role != Role::EndUser => {}
+            _ => return Err(ServiceError::NotFound("profile")),
+        }
+        let secret = random_token(PERSONAL_TOKEN_PREFIX);
+        let token = PersonalToken {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id: user_id.to_owned(),
+            profile_id: profile.id.clone(),
+            name: valid_name(name)?,
+            expires_at: now + days * 86_400,
+            revoked: false,
+            created_at: now,
+        };
+        self.store.create_personal_token(&token, &token_digest(&secret)).await?;
+        let detail =
+            json!({"after": {"id": token.id, "user": user_id, "profile": profile.id, "expires_at": token.expires_at}});
+        self.audit(actor, &profile.account_id, "personal_token.create", detail, now).await?;
+        Ok((token, secret))
+    }
+
+    pub async fn revoke_personal_token(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        token_id: &str,
+        now: UnixTime,
+    ) -> Result<()> {
+        if let Actor::User(me) = actor
+            && me != user_id
+        {
+            return Err(ServiceError::NotFound("personal token"));
+        }
+        let token = self
+            .store
+            .personal_tokens(user_id)
+            .await?
+            .into_iter()
+            .find(|t| t.id == token_id)
+            .ok_or(ServiceError::NotFound("personal token"))?;
+        self.store.revoke_personal_token(user_id, token_id, now).await?;
+        if let Some(profile) = self.store.profile(&token.profile_id).await? {
+            self.audit(
+                actor,
+                &profile.account_id,
+                "personal_token.revoke",
+                json!({"id": token_id, "user": user_id}),
+                now,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The account's audit entries in `[from, until)`.
+    pub async fn audit_log(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        from: UnixTime,
+        until: UnixTime,
+    ) -> Result<Vec<AuditEntry>> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        Ok(self.store.audit(account_id, from, until, 10_000).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use agora_store::{MasterKey, NewUser};
+
+    use super::*;
+
+    async fn store() -> Store {
+        let dir = std::env::temp_dir().join(format!("agora-api-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Store::open(&format!("sqlite://{}?mode=rwc", dir.join("agora.db").display()), &MasterKey::generate())
+            .await
+            .unwrap()
+    }
+
+    async fn user(store: &Store, email: &str) -> Actor {
+        let new = NewUser { email: Some(email.into()), email_verified: true, name: None, password_hash: None };
+        Actor::User(store.create_user(new, 0).await.unwrap().id)
+    }
+
+    #[tokio::test]
+    async fn roles_are_checked_and_other_accounts_stay_invisible() {
+        let store = store().await;
+        let service = Service::new(store.clone());
+        let (owner, admin, member, outsider) = (
+            user(&store, "owner@a.example").await,
+            user(&store, "admin@a.example").await,
+            user(&store, "member@a.example").await,
+            user(&store, "outsider@b.example").await,
+        );
+        let account = service.create_account(&owner, "Acme", false, 0).await.unwrap();
+        service.add_member(&owner, &account.id, "admin@a.example", Role::Admin, 0).await.unwrap();
+        service.add_member(&owner, &account.id, "member@a.example", Role::Member, 0).await.unwrap();
+        let theirs = service.create_account(&outsider, "Other", false, 0).await.unwrap();
+
+        // An ADMIN cannot make anyone (itself included) an OWNER; a MEMBER manages nothing.
+        assert!(matches!(
+            service.add_member(&admin, &account.id, "admin@a.example", Role::Owner, 0).await,
+            Err(ServiceError::Forbidden(_))
+        ));
+        assert!(matches!(
+            service.create_profile(&member, &account.id, "P", None, false, 0).await,
+            Err(ServiceError::Forbidden(_))
+        ));
+        assert!(service.create_profile(&admin, &account.id, "P", Some("p"), false, 0).await.is_ok());
+        assert!(matches!(
+            service.create_profile(&admin, &account.id, "P", None, false, 0).await,
+            Err(ServiceError::Conflict(_))
+        ));
+        assert!(matches!(
+            service.create_profile(&admin, &account.id, "Q", Some("bad alias"), false, 0).await,
+            Err(ServiceError::Invalid(_))
+        ));
+
+        // Another account's ids answer exactly like unknown ones.
+        for id in [theirs.id.as_str(), "no-such-account"] {
+            assert!(matches!(
+                service.create_toolkit(&owner, id, "kit", 0).await,
+                Err(ServiceError::NotFound("account"))
+            ));
+            assert!(matches!(service.audit_log(&owner, id, 0, i64::MAX).await, Err(ServiceError::NotFound("account"))));
+        }
+        let profile = store.profiles(&theirs.id).await.unwrap();
+        assert!(profile.is_empty());
+        let other_profile = service.create_profile(&outsider, &theirs.id, "Mine", None, true, 0).await.unwrap();
+        let Actor::User(member_id) = &member else { unreachable!() };
+        assert!(matches!(
+            service.create_personal_token(&member, member_id, &other_profile.id, "t", 1, 0).await,
+            Err(ServiceError::NotFound("profile"))
+        ));
+        // Personal tokens: at most 30 days, made by their owner.
+        let own = service.create_profile(&owner, &account.id, "Main", None, true, 0).await.unwrap();
+        assert!(matches!(
+            service.create_personal_token(&member, member_id, &own.id, "t", 31, 0).await,
+            Err(ServiceError::Invalid(_))
+        ));
+        assert!(matches!(
+            service.create_personal_token(&owner, member_id, &own.id, "t", 1, 0).await,
+            Err(ServiceError::Forbidden(_))
+        ));
+        let (_, secret) = service.create_personal_token(&member, member_id, &own.id, "t", 30, 0).await.unwrap();
+        assert!(secret.starts_with(PERSONAL_TOKEN_PREFIX));
+        // Invitations: valid email, one of the account's clients.
+        let asked = InvitationRequest { email: "not an email", role: Role::Member, client_id: "c", days: 7 };
+        assert!(matches!(
+            service.invite(&owner, &account.id, asked, 0).await,
+            Err(ServiceError::Invalid(_) | ServiceError::NotFound(_))
+        ));
+        let actions: Vec<String> =
+            service.audit_log(&owner, &account.id, 0, i64::MAX).await.unwrap().into_iter().map(|e| e.action).collect();
+        assert!(actions.contains(&"member.add".to_owned()) && actions.contains(&"personal_token.create".to_owned()));
+    }
+}
