@@ -417,6 +417,102 @@ impl Service {
         Ok(())
     }
 
+    /// The accounts the actor belongs to, with its role (the operator: every account, as OWNER).
+    pub async fn my_accounts(&self, actor: &Actor) -> Result<Vec<(agora_core::account::Account, Role)>> {
+        match actor {
+            Actor::Operator => Ok(self.store.accounts().await?.into_iter().map(|a| (a, Role::Owner)).collect()),
+            Actor::User(user_id) => Ok(self.store.accounts_of(user_id).await?),
+        }
+    }
+
+    pub async fn account_details(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+    ) -> Result<(agora_core::account::Account, Vec<String>)> {
+        self.authorize(actor, account_id, Need::Member).await?;
+        let account = self.store.account(account_id).await?.ok_or(ServiceError::NotFound("account"))?;
+        Ok((account, self.store.linked_clients(account_id).await?))
+    }
+
+    pub async fn unlink_client(&self, actor: &Actor, account_id: &str, client_id: &str, now: UnixTime) -> Result<()> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        if !self.store.unlink_client(account_id, client_id).await? {
+            return Err(ServiceError::NotFound("client"));
+        }
+        self.audit(actor, account_id, "client.unlink", json!({"client": client_id}), now).await
+    }
+
+    pub async fn members(&self, actor: &Actor, account_id: &str) -> Result<Vec<agora_core::account::Membership>> {
+        self.authorize(actor, account_id, Need::Member).await?;
+        Ok(self.store.members(account_id).await?)
+    }
+
+    /// Changes a member's role (`Some`) or removes them (`None`). Only an OWNER touches OWNERs or
+    /// makes one; the last OWNER stays.
+    pub async fn change_member(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        user_id: &str,
+        role: Option<Role>,
+        now: UnixTime,
+    ) -> Result<()> {
+        let actor_role = self.authorize(actor, account_id, Need::Manage).await?;
+        let before = self.store.membership(account_id, user_id).await?.ok_or(ServiceError::NotFound("member"))?;
+        if actor_role.is_some_and(|r| r != Role::Owner) && (before.role == Role::Owner || role == Some(Role::Owner)) {
+            return Err(ServiceError::Forbidden("only an OWNER can change an OWNER or make one"));
+        }
+        match self.store.change_member(account_id, user_id, role).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ServiceError::NotFound("member")),
+            Err(StoreError::Conflict(_)) => {
+                return Err(ServiceError::Invalid("an account keeps at least one OWNER".into()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let detail = json!({"user": user_id, "before": before.role.as_str(), "after": role.map(Role::as_str)});
+        self.audit(actor, account_id, if role.is_some() { "member.role" } else { "member.remove" }, detail, now).await
+    }
+
+    pub async fn invitations(&self, actor: &Actor, account_id: &str, now: UnixTime) -> Result<Vec<Invitation>> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        Ok(self.store.invitations(account_id, now).await?)
+    }
+
+    pub async fn revoke_invitation(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        invitation_id: &str,
+        now: UnixTime,
+    ) -> Result<()> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        if !self.store.revoke_invitation(account_id, invitation_id).await? {
+            return Err(ServiceError::NotFound("invitation"));
+        }
+        self.audit(actor, account_id, "invitation.revoke", json!({"id": invitation_id}), now).await
+    }
+
+    pub async fn profiles(&self, actor: &Actor, account_id: &str) -> Result<Vec<Profile>> {
+        self.authorize(actor, account_id, Need::Member).await?;
+        Ok(self.store.profiles(account_id).await?)
+    }
+
+    pub async fn toolkits(&self, actor: &Actor, account_id: &str) -> Result<Vec<Toolkit>> {
+        self.authorize(actor, account_id, Need::Member).await?;
+        Ok(self.store.toolkits(account_id).await?)
+    }
+
+    pub async fn personal_tokens(&self, actor: &Actor, user_id: &str) -> Result<Vec<PersonalToken>> {
+        if let Actor::User(me) = actor
+            && me != user_id
+        {
+            return Err(ServiceError::NotFound("user"));
+        }
+        Ok(self.store.personal_tokens(user_id).await?)
+    }
+
     /// The account's audit entries in `[from, until)`.
     pub async fn audit_log(
         &self,

@@ -269,6 +269,61 @@ impl Store {
             .collect()
     }
 
+    /// Changes a member's role, or removes them (`None`), unless that would leave the account
+    /// without an OWNER. `Ok(false)`: no such member; `Err(Conflict)`: the last OWNER.
+    pub async fn change_member(&self, account_id: &str, user_id: &str, role: Option<Role>) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT role FROM memberships WHERE account_id = $1 AND user_id = $2")
+                .bind(account_id)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else { return Ok(false) };
+        if current == Role::Owner.as_str() && role != Some(Role::Owner) {
+            let owners: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE account_id = $1 AND role = 'OWNER'")
+                    .bind(account_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if owners <= 1 {
+                return Err(StoreError::Conflict("the account's last OWNER"));
+            }
+        }
+        match role {
+            Some(role) => {
+                sqlx::query("UPDATE memberships SET role = $3 WHERE account_id = $1 AND user_id = $2")
+                    .bind(account_id)
+                    .bind(user_id)
+                    .bind(role.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM memberships WHERE account_id = $1 AND user_id = $2")
+                    .bind(account_id)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        bump_policy_epoch(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The accounts `user_id` belongs to, with their role.
+    pub async fn accounts_of(&self, user_id: &str) -> Result<Vec<(Account, Role)>> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.name, a.kind, a.public_access, a.default_profile, m.role FROM accounts a \
+             JOIN memberships m ON m.account_id = a.id WHERE m.user_id = $1 ORDER BY a.name",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|row| Ok((account_from_row(row)?, role("memberships", row)?))).collect()
+    }
+
     pub async fn create_invitation(&self, invitation: &Invitation, now: UnixTime) -> Result<()> {
         let query = sqlx::query(
             "INSERT INTO invitations (id, account_id, email, role, client_id, expires_at, created_at) \

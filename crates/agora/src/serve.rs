@@ -78,6 +78,7 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<(), AppError> {
         .route("/healthz", get(|| async { "ok" }))
         .merge(agora_oauth::router(server.clone()))
         .merge(agora_hub::router(hub.clone(), &hub_config))
+        .merge(agora_api::router(server.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
