@@ -106,9 +106,24 @@ def test_roles_isolation_and_bad_input(agora, idp, client):
     assert bob.call("PUT", f"/accounts/{acme}/toolkits/kit/tools", tool).status_code == 204
     assert bob.call("POST", f"/accounts/{acme}/profiles/{profile}/toolkits", {"toolkit": "kit"}).status_code == 204
     error(bob.call("PUT", f"/accounts/{acme}/toolkits/missing/tools", tool), 404)
-    assert bob.call("POST", f"/accounts/{acme}/clients", {"client_id": client[0]}).status_code == 204
-    error(eve.call("POST", f"/accounts/{eves}/clients", {"client_id": client[0]}), 409)
+    # Linking an existing client takes its secret: nobody links (and so takes over) another's app.
+    for proof in ({}, {"client_secret": "wrong"}):
+        error(bob.call("POST", f"/accounts/{acme}/clients", {"client_id": client[0], **proof}), 404)
+    assert bob.call("POST", f"/accounts/{acme}/clients", {"client_id": client[0], "client_secret": client[1]}).status_code == 204
+    error(eve.call("POST", f"/accounts/{eves}/clients", {"client_id": client[0], "client_secret": client[1]}), 409)
     assert alice.call("GET", f"/accounts/{acme}").json()["clients"] == [client[0]]
+    # A new auth connection: a client made, linked and opened to the public, its secret shown once.
+    connection = bob.call("POST", f"/accounts/{eves}/connections", {"name": "x"})
+    error(connection, 404)
+    connection = eve.call("POST", f"/accounts/{eves}/connections", {"name": "Eve's app", "redirect_uris": ["http://127.0.0.1:7777/cb"]})
+    assert connection.status_code == 201, connection.text
+    creds = connection.json()
+    assert eve.call("GET", f"/accounts/{eves}").json()["clients"] == [creds["CIVIC_CLIENT_ID"]]
+    assert eve.call("GET", f"/accounts/{eves}").json()["public_access"] is True
+    own = requests.post(agora.url("/oauth/token"), data={"grant_type": "client_credentials"},
+                        auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10)
+    assert own.status_code == 200
+    error(eve.call("POST", f"/accounts/{eves}/connections", {"name": "bad", "redirect_uris": ["javascript:alert(1)"]}), 400)
 
     # Invitations: valid email, one of the account's clients; revoked and expired ones admit nobody.
     frank = f"frank-{secrets.token_hex(3)}@example.com"

@@ -35,7 +35,8 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ("post", "/accounts", "Create an organization; you become its OWNER"),
     ("get", "/accounts/{account}", "One account and its linked clients"),
     ("patch", "/accounts/{account}", "Change public access (OWNER or ADMIN)"),
-    ("post", "/accounts/{account}/clients", "Link an existing OAuth client (OWNER or ADMIN)"),
+    ("post", "/accounts/{account}/clients", "Link an existing OAuth client by id and secret (OWNER or ADMIN)"),
+    ("post", "/accounts/{account}/connections", "Create a new auth connection: a linked client, shown once"),
     ("delete", "/accounts/{account}/clients/{client}", "Unlink a client (OWNER or ADMIN)"),
     ("get", "/accounts/{account}/members", "Members and their roles"),
     ("post", "/accounts/{account}/members", "Add an existing user as a member (OWNER or ADMIN)"),
@@ -63,6 +64,7 @@ pub fn router(auth: Arc<AuthServer>) -> Router {
         .route("/accounts/{account}", get(get_account).patch(update_account))
         .route("/accounts/{account}/clients", post(link_client))
         .route("/accounts/{account}/clients/{client}", delete(unlink_client))
+        .route("/accounts/{account}/connections", post(create_connection))
         .route("/accounts/{account}/members", get(list_members).post(add_member))
         .route("/accounts/{account}/members/{user}", axum::routing::patch(change_member).delete(remove_member))
         .route("/accounts/{account}/invitations", get(list_invitations).post(invite))
@@ -256,6 +258,7 @@ async fn update_account(
 #[serde(deny_unknown_fields)]
 struct LinkBody {
     client_id: String,
+    client_secret: Option<String>,
 }
 
 async fn link_client(
@@ -264,8 +267,26 @@ async fn link_client(
     Path(account): Path<String>,
     Body(body): Body<LinkBody>,
 ) -> ApiResult<StatusCode> {
-    api.service.link_client(&actor, &account, &body.client_id, now()).await?;
+    api.service.link_client(&actor, &account, &body.client_id, body.client_secret.as_deref(), now()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionBody {
+    name: String,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+}
+
+async fn create_connection(
+    State(api): State<Arc<Api>>,
+    User(actor): User,
+    Path(account): Path<String>,
+    Body(body): Body<ConnectionBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let (id, secret) = api.service.create_connection(&actor, &account, &body.name, body.redirect_uris, now()).await?;
+    Ok((StatusCode::CREATED, Json(json!({"CIVIC_CLIENT_ID": id, "CIVIC_CLIENT_SECRET": secret}))))
 }
 
 async fn unlink_client(

@@ -4,10 +4,11 @@
 
 use agora_core::UnixTime;
 use agora_core::account::{AccountKind, Invitation, Role};
+use agora_core::client::{AuthMethod, ClientOrigin, GrantType};
 use agora_core::profile::Profile;
 use agora_core::toolkit::ToolSelection;
 use agora_store::secret::{random_token, token_digest};
-use agora_store::{AuditEntry, NewAccount, PersonalToken, Store, StoreError, Toolkit};
+use agora_store::{AuditEntry, NewAccount, NewClient, PersonalToken, Store, StoreError, Toolkit};
 use serde_json::{Value, json};
 
 /// The longest a personal token may live.
@@ -170,14 +171,75 @@ impl Service {
         self.audit(actor, account_id, "account.public_access", json!({"after": on}), now).await
     }
 
-    /// Links an existing client to the account ("link existing"); a client belongs to at most one.
-    pub async fn link_client(&self, actor: &Actor, account_id: &str, client_id: &str, now: UnixTime) -> Result<()> {
+    /// "Link existing": links a client to the account. Whoever links a confidential client proves
+    /// it is theirs with its secret (kept, sealed, for the account's owners); only the operator
+    /// links public clients, which have none. A client belongs to at most one account.
+    pub async fn link_client(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        client_id: &str,
+        secret: Option<&str>,
+        now: UnixTime,
+    ) -> Result<()> {
         self.authorize(actor, account_id, Need::Manage).await?;
-        if self.store.client_by_id(client_id).await?.is_none() {
+        let client =
+            self.store.client_by_id(client_id).await?.filter(|c| !c.revoked).ok_or(ServiceError::NotFound("client"))?;
+        let proven = match (self.store.client_secret_digest(client_id).await?, secret) {
+            (Some(stored), Some(secret)) => token_digest(secret) == stored,
+            (None, None) => client.is_public(),
+            _ => false,
+        };
+        if !proven && !matches!(actor, Actor::Operator) {
+            // The same answer as an unknown client: ids of clients one cannot prove are not confirmed.
             return Err(ServiceError::NotFound("client"));
         }
-        self.store.link_client(account_id, client_id, None, now).await?;
+        self.store.link_client(account_id, client_id, secret.filter(|_| proven), now).await?;
         self.audit(actor, account_id, "client.link", json!({"client": client_id}), now).await
+    }
+
+    /// "Create new auth connection": a new confidential client (code flow, refresh, client
+    /// credentials, token exchange) linked to the account, with public access turned on. The
+    /// secret is returned once and kept only as a digest.
+    pub async fn create_connection(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        name: &str,
+        redirect_uris: Vec<String>,
+        now: UnixTime,
+    ) -> Result<(String, String)> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        for uri in &redirect_uris {
+            agora_core::client::validate_redirect_uri(uri).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        }
+        let secret = random_token("agora_cs_");
+        let client = self
+            .store
+            .create_client(
+                NewClient {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    name: valid_name(name)?,
+                    secret_digest: Some(token_digest(&secret)),
+                    auth_method: AuthMethod::ClientSecretBasic,
+                    redirect_uris,
+                    post_logout_redirect_uris: Vec::new(),
+                    grant_types: vec![
+                        GrantType::AuthorizationCode,
+                        GrantType::RefreshToken,
+                        GrantType::ClientCredentials,
+                        GrantType::TokenExchange,
+                    ],
+                    origin: ClientOrigin::Admin,
+                },
+                now,
+            )
+            .await?;
+        self.store.link_client(account_id, &client.id, None, now).await?;
+        self.store.set_public_access(account_id, true).await?;
+        let detail = json!({"client": client.id, "name": client.name, "after": {"public_access": true}});
+        self.audit(actor, account_id, "connection.create", detail, now).await?;
+        Ok((client.id, secret))
     }
 
     pub async fn add_member(

@@ -23,6 +23,9 @@ use rmcp::{ClientHandler, ErrorData};
 
 use crate::upstream::ListingSlot;
 
+/// How many 10 ms rounds a progress report for a not yet noted token waits.
+const PROGRESS_WAIT_ROUNDS: usize = 50;
+
 /// The downstream side a lane relays to.
 #[derive(Default)]
 pub struct Relay {
@@ -154,10 +157,17 @@ impl ClientHandler for LaneEvents {
     }
 
     async fn on_progress(&self, mut params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
-        let target = self.relay.state().progress.get(&params.progress_token).cloned();
-        if let Some((peer, token)) = target {
-            params.progress_token = token;
-            let _ = peer.notify_progress(params).await;
+        // rmcp picks a request's progress token as it sends it, so the hub can only note where
+        // that token's progress goes once the request is out: an upstream that reports at once
+        // can be a moment ahead. Such a report waits for the note, briefly.
+        for _ in 0..PROGRESS_WAIT_ROUNDS {
+            let target = self.relay.state().progress.get(&params.progress_token).cloned();
+            if let Some((peer, token)) = target {
+                params.progress_token = token;
+                let _ = peer.notify_progress(params).await;
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 

@@ -20,6 +20,15 @@ pub enum AccountCommand {
     },
     /// List accounts.
     List,
+    /// Create a new auth connection: a client linked to the account, public access on; prints its credentials once.
+    Connect {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+    },
     /// Link an existing OAuth client to the account (a client belongs to at most one account).
     Link {
         #[arg(long)]
@@ -184,9 +193,15 @@ pub async fn account(store: agora_store::Store, command: AccountCommand, now: i6
                 println!("{}\t{}\t{access}\t{}", account.id, account.name, account.default_profile.unwrap_or_default());
             }
         }
+        AccountCommand::Connect { account, name, redirect_uris } => {
+            let account = service.find_account(&OPERATOR, &account).await?;
+            let (id, secret) = service.create_connection(&OPERATOR, &account.id, &name, redirect_uris, now).await?;
+            println!("CIVIC_CLIENT_ID={id}");
+            println!("CIVIC_CLIENT_SECRET={secret}");
+        }
         AccountCommand::Link { account, client } => {
             let account = service.find_account(&OPERATOR, &account).await?;
-            service.link_client(&OPERATOR, &account.id, &client, now).await?;
+            service.link_client(&OPERATOR, &account.id, &client, None, now).await?;
             println!("linked client {client} to {}", account.name);
         }
         AccountCommand::PublicAccess { account, enabled } => {
