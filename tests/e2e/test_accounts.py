@@ -2,7 +2,9 @@
 (member, invitation, refused), profile selection and its refusals, toolkit overrides (alias, description,
 fixed arguments, hidden), personal access tokens, and the audit log, on SQLite and PostgreSQL."""
 
+import os
 import secrets
+import sys
 import time
 
 import pytest
@@ -91,8 +93,13 @@ def call(session, name, arguments):
                                     "params": {"name": name, "arguments": arguments}}))
 
 
+NOTES = os.path.join(os.path.dirname(__file__), "fixtures", "notes_server.py")
+
+
 def test_two_accounts_stay_apart(agora, idp):
+    agora.cli("admin", "server", "add", "--name", "notes", "--command", sys.executable, "--arg", NOTES)
     a = Tenant(agora, idp, [
+        ("--server", "notes", "--tool", "add_note"),
         ("--server", "demo", "--tool", "*"),
         ("--server", "demo", "--tool", "echo", "--alias", "shout", "--description", "Says a fixed thing",
          "--fixed", 'text="fixed by the admin"'),
@@ -113,7 +120,7 @@ def test_two_accounts_stay_apart(agora, idp):
     # Toolkit overrides: alias, description, fixed argument (hidden from the schema, not overridable), hidden tool.
     alice_session = RawSession(agora, alice_token)
     tools = tools_of(alice_session)
-    assert set(tools) == {"shout", "demo_current_time"}, "the alias replaces the name, the hidden tool is gone"
+    assert set(tools) == {"shout", "demo_current_time", "notes_add_note"}, "the alias replaces the name, the hidden tool is gone"
     assert tools["shout"]["description"] == "Says a fixed thing"
     assert "text" not in tools["shout"]["inputSchema"].get("properties", {})
     assert "text" not in tools["shout"]["inputSchema"].get("required", [])
@@ -124,9 +131,17 @@ def test_two_accounts_stay_apart(agora, idp):
         assert answer["error"]["code"] == -32602 and answer["error"]["message"] == f"Unknown tool: {gone}", \
             "a hidden, renamed or unlisted tool answers exactly like one that does not exist"
 
+    # Prompts and resources come with the upstreams a profile selects tools of.
+    prompts = lambda session: [p["name"] for p in message_of(session.post(
+        {"jsonrpc": "2.0", "id": 3, "method": "prompts/list"}))["result"]["prompts"]]
+    read_notes = lambda session: message_of(session.post(
+        {"jsonrpc": "2.0", "id": 4, "method": "resources/read", "params": {"uri": "notes://all"}}))
+    assert prompts(alice_session) == ["notes_summarize"] and "result" in read_notes(alice_session)
+
     # The other account sees only its own toolkit, and cannot reach into the first one.
     bob_session = RawSession(agora, bob_token)
     assert set(tools_of(bob_session)) == {"demo_current_time"}
+    assert prompts(bob_session) == [] and read_notes(bob_session)["error"]["message"] == "Unknown resource: notes://all"
     assert call(bob_session, "shout", {})["error"]["code"] == -32602
     for attempt in ({"x-civic-profile-id": a.profile}, {"x-civic-profile": a.profile}):
         denied = initialize(agora, bob_token, **attempt)

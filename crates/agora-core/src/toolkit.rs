@@ -95,6 +95,12 @@ pub fn visible_tools(selections: &[ToolSelection], offered: &[OfferedTool]) -> B
     visible
 }
 
+/// Whether a profile's selections use anything of `server`: its prompts and resources are offered
+/// only then, together with its tools.
+pub fn server_selected(selections: &[ToolSelection], server: &str) -> bool {
+    selections.iter().any(|s| !s.hidden && (s.server == ALL || s.server == server))
+}
+
 /// The input schema clients see: fixed arguments are neither shown nor required.
 pub fn schema_without_fixed(schema: &Map<String, Value>, fixed: &Map<String, Value>) -> Map<String, Value> {
     let mut schema = schema.clone();
@@ -177,6 +183,16 @@ mod tests {
         for (case, selections, expected) in cases {
             assert_eq!(names(&selections), expected, "{case}");
         }
+    }
+
+    #[test]
+    fn servers_are_selected_by_name_or_wildcard_and_not_by_hidden_entries() {
+        let hidden = ToolSelection { hidden: true, ..select("slack", "post") };
+        assert!(server_selected(&[select("github", "create_issue")], "github"));
+        assert!(server_selected(&[ToolSelection::everything()], "anything"));
+        assert!(!server_selected(&[select("github", ALL)], "slack"));
+        assert!(!server_selected(&[hidden], "slack"), "hiding a tool selects nothing");
+        assert!(!server_selected(&[], "github"));
     }
 
     #[test]

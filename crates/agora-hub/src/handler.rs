@@ -168,9 +168,19 @@ fn visible(catalog: &Catalog, scope: &Scope) -> BTreeMap<String, VisibleTool> {
 }
 
 impl HubHandler {
-    async fn resource_owner(&self, caller: &Caller, uri: &str) -> Result<Arc<Upstream>, ErrorData> {
-        self.pool
-            .catalog(caller)
+    /// The catalog as the request's profile sees it: prompts, resources and templates only of the
+    /// upstreams whose tools it selects (tools are narrowed further by `visible`).
+    async fn catalog(&self, caller: &Caller, scope: &Scope) -> Catalog {
+        let mut catalog = self.pool.catalog(caller).await;
+        let selected = |upstream: &Arc<Upstream>| toolkit::server_selected(&scope.selections, &upstream.name);
+        catalog.prompts.retain(|_, (upstream, _)| selected(upstream));
+        catalog.resources.retain(|_, (upstream, _)| selected(upstream));
+        catalog.templates.retain(|(upstream, _)| selected(upstream));
+        catalog
+    }
+
+    async fn resource_owner(&self, caller: &Caller, scope: &Scope, uri: &str) -> Result<Arc<Upstream>, ErrorData> {
+        self.catalog(caller, scope)
             .await
             .resource_owner(uri)
             .ok_or_else(|| ErrorData::resource_not_found(format!("Unknown resource: {uri}"), None))
@@ -178,12 +188,19 @@ impl HubHandler {
 
     /// Sends a resource (un)subscription to the upstream owning `uri`, or, for a URI nobody lists
     /// (resources may exist without being listed), to every upstream that takes subscriptions.
-    async fn on_subscribers(&self, caller: &Caller, uri: &str, request: ClientRequest) -> Result<(), ErrorData> {
-        let candidates = match self.resource_owner(caller, uri).await {
+    async fn on_subscribers(
+        &self,
+        caller: &Caller,
+        scope: &Scope,
+        uri: &str,
+        request: ClientRequest,
+    ) -> Result<(), ErrorData> {
+        let candidates = match self.resource_owner(caller, scope, uri).await {
             Ok(owner) => vec![owner],
             Err(_) => {
                 let mut subscribable = Vec::new();
-                for upstream in self.pool.upstreams().await {
+                let upstreams = self.pool.upstreams().await;
+                for upstream in upstreams.into_iter().filter(|u| toolkit::server_selected(&scope.selections, &u.name)) {
                     let capabilities = upstream.capabilities(caller).await;
                     if capabilities.and_then(|c| c.resources).and_then(|r| r.subscribe).unwrap_or(false) {
                         subscribable.push(upstream);
@@ -334,11 +351,11 @@ impl ServerHandler for HubHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let prompts =
-            self.pool.catalog(&caller(&context)).await.prompts.into_iter().map(|(exposed, (_, mut prompt))| {
-                prompt.name = exposed;
-                prompt
-            });
+        let catalog = self.catalog(&caller(&context), &scope(&context)?).await;
+        let prompts = catalog.prompts.into_iter().map(|(exposed, (_, mut prompt))| {
+            prompt.name = exposed;
+            prompt
+        });
         Ok(ListPromptsResult::with_all_items(prompts.collect()))
     }
 
@@ -348,7 +365,7 @@ impl ServerHandler for HubHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let caller = caller(&context);
-        let catalog = self.pool.catalog(&caller).await;
+        let catalog = self.catalog(&caller, &scope(&context)?).await;
         let Some((upstream, prompt)) = catalog.prompts.get(&request.name) else {
             return Err(ErrorData::invalid_params(format!("Unknown prompt: {}", request.name), None));
         };
@@ -368,8 +385,8 @@ impl ServerHandler for HubHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let resources =
-            self.pool.catalog(&caller(&context)).await.resources.into_values().map(|(_, resource)| resource);
+        let catalog = self.catalog(&caller(&context), &scope(&context)?).await;
+        let resources = catalog.resources.into_values().map(|(_, resource)| resource);
         Ok(ListResourcesResult::with_all_items(resources.collect()))
     }
 
@@ -378,7 +395,8 @@ impl ServerHandler for HubHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let templates = self.pool.catalog(&caller(&context)).await.templates.into_iter().map(|(_, template)| template);
+        let catalog = self.catalog(&caller(&context), &scope(&context)?).await;
+        let templates = catalog.templates.into_iter().map(|(_, template)| template);
         Ok(ListResourceTemplatesResult::with_all_items(templates.collect()))
     }
 
@@ -388,7 +406,7 @@ impl ServerHandler for HubHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let caller = caller(&context);
-        let upstream = self.resource_owner(&caller, &request.uri).await?;
+        let upstream = self.resource_owner(&caller, &scope(&context)?, &request.uri).await?;
         match drive(&upstream, &caller, request).await.map_err(|e| failure("resources/read", &upstream.name, e))? {
             Outcome::Done(ServerResult::ReadResourceResult(mut result)) => {
                 result.result_type = Some(ResultType::COMPLETE);
@@ -406,7 +424,7 @@ impl ServerHandler for HubHandler {
     ) -> Result<(), ErrorData> {
         let caller = caller(&context);
         let uri = request.uri.clone();
-        self.on_subscribers(&caller, &uri, SubscribeRequest::new(request).into()).await
+        self.on_subscribers(&caller, &scope(&context)?, &uri, SubscribeRequest::new(request).into()).await
     }
 
     async fn unsubscribe(
@@ -416,7 +434,7 @@ impl ServerHandler for HubHandler {
     ) -> Result<(), ErrorData> {
         let caller = caller(&context);
         let uri = request.uri.clone();
-        self.on_subscribers(&caller, &uri, UnsubscribeRequest::new(request).into()).await
+        self.on_subscribers(&caller, &scope(&context)?, &uri, UnsubscribeRequest::new(request).into()).await
     }
 
     /// Passed on to every upstream that takes it; one that fails does not fail the others.
@@ -426,7 +444,9 @@ impl ServerHandler for HubHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let caller = caller(&context);
-        let upstreams = self.pool.upstreams().await;
+        let scope = scope(&context)?;
+        let mut upstreams = self.pool.upstreams().await;
+        upstreams.retain(|u| toolkit::server_selected(&scope.selections, &u.name));
         futures_util::future::join_all(upstreams.iter().map(|upstream| {
             let (caller, request) = (&caller, request.clone());
             async move {
@@ -446,7 +466,7 @@ impl ServerHandler for HubHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let caller = caller(&context);
-        let catalog = self.pool.catalog(&caller).await;
+        let catalog = self.catalog(&caller, &scope(&context)?).await;
         let upstream = match &mut request.r#ref {
             Reference::Prompt(prompt) => {
                 let Some((upstream, original)) = catalog.prompts.get(&prompt.name) else {
