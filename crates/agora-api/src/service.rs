@@ -68,6 +68,17 @@ pub struct InvitationRequest<'a> {
     pub days: i64,
 }
 
+/// A header name as HTTP allows it (letters, digits and `!#$%&'*+-.^_`|~`).
+struct HeaderCheck;
+
+impl std::str::FromStr for HeaderCheck {
+    type Err = ();
+    fn from_str(name: &str) -> std::result::Result<Self, ()> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if !name.is_empty() && name.chars().all(allowed) { Ok(HeaderCheck) } else { Err(()) }
+    }
+}
+
 /// What an operation needs of the actor's role.
 #[derive(Clone, Copy)]
 enum Need {
@@ -573,6 +584,42 @@ impl Service {
             return Err(ServiceError::NotFound("user"));
         }
         Ok(self.store.personal_tokens(user_id).await?)
+    }
+
+    /// A third-party service of the account: how its credential is obtained and handed to upstreams.
+    pub async fn create_service(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        mut service: agora_store::Service,
+        now: UnixTime,
+    ) -> Result<()> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        service.id = uuid::Uuid::new_v4().to_string();
+        service.account_id = account_id.to_owned();
+        let token_name = |s: &str| {
+            !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !token_name(&service.name) {
+            return Err(ServiceError::Invalid("a service name holds letters, digits, - and _".into()));
+        }
+        if !service.header_template.contains("{token}") || service.header_name.parse::<HeaderCheck>().is_err() {
+            return Err(ServiceError::Invalid("the header needs a valid name and a template with {token}".into()));
+        }
+        if service.env_name.as_deref().is_some_and(|e| !token_name(e)) {
+            return Err(ServiceError::Invalid("the environment variable name holds letters, digits and _".into()));
+        }
+        if let agora_store::ServiceKind::OAuth2 { authorize_url, token_url, client_id, .. } = &service.kind {
+            let web = |u: &str| u.starts_with("https://") || u.starts_with("http://");
+            if !web(authorize_url) || !web(token_url) || client_id.is_empty() {
+                return Err(ServiceError::Invalid(
+                    "OAuth services need http(s) authorize and token URLs and a client id".into(),
+                ));
+            }
+        }
+        self.store.create_service(&service, now).await?;
+        let detail = json!({"after": {"id": service.id, "name": service.name, "header": service.header_name, "env": service.env_name}});
+        self.audit(actor, account_id, "service.create", detail, now).await
     }
 
     /// The account's audit entries in `[from, until)`.

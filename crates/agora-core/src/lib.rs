@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod client;
+pub mod credential;
 pub mod email;
 pub mod federation;
 pub mod profile;

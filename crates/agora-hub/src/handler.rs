@@ -22,6 +22,7 @@ use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData, ServerHandler};
 
 use crate::audit::AuditLog;
+use crate::credentials::{CredentialError, Credentials};
 use crate::policy::{Principal, Scope};
 use crate::relay::{ListChange, to_error_data};
 use crate::upstream::{Caller, Catalog, Upstream, UpstreamError, UpstreamPool};
@@ -33,6 +34,7 @@ const MAX_INPUT_ROUNDS: usize = 8;
 pub struct HubHandler {
     pub(crate) pool: Arc<UpstreamPool>,
     pub(crate) audit: AuditLog,
+    pub(crate) credentials: Arc<Credentials>,
 }
 
 /// What the bearer layer decided for this request: who, and what they may use. Every request
@@ -68,6 +70,7 @@ fn caller(context: &RequestContext<RoleServer>) -> Caller {
         capabilities: context.client_capabilities().unwrap_or_default(),
         meta: context.meta.clone(),
         cancelled: context.ct.clone(),
+        credential: None,
     }
 }
 
@@ -168,6 +171,31 @@ fn visible(catalog: &Catalog, scope: &Scope) -> BTreeMap<String, VisibleTool> {
 }
 
 impl HubHandler {
+    /// Writes a tool call to the account's audit log (never its arguments).
+    #[expect(clippy::too_many_arguments, reason = "one call's facts, gathered in one place")]
+    fn record_call(
+        &self,
+        scope: &Scope,
+        caller: &Caller,
+        tool: &str,
+        upstream: &Upstream,
+        shown: &VisibleTool,
+        started: std::time::Instant,
+        outcome: &str,
+    ) {
+        self.audit.record(AuditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            account_id: Some(scope.account_id.clone()),
+            at: agora_oauth::now(),
+            actor: caller.subject.clone(),
+            action: "tools/call".into(),
+            detail: serde_json::json!({
+                "tool": tool, "upstream": upstream.name, "upstream_tool": shown.tool, "profile": scope.profile_id,
+                "client": scope.client_id, "duration_ms": started.elapsed().as_millis() as u64, "outcome": outcome,
+            }),
+        });
+    }
+
     /// The catalog as the request's profile sees it: prompts, resources and templates only of the
     /// upstreams whose tools it selects (tools are narrowed further by `visible`).
     async fn catalog(&self, caller: &Caller, scope: &Scope) -> Catalog {
@@ -302,7 +330,7 @@ impl ServerHandler for HubHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let scope = scope(&context)?;
-        let caller = caller(&context);
+        let mut caller = caller(&context);
         let catalog = self.pool.catalog(&caller).await;
         // A tool the caller may not see answers exactly like one that does not exist.
         let unknown = || ErrorData::invalid_params(format!("Unknown tool: {}", request.name), None);
@@ -311,6 +339,20 @@ impl ServerHandler for HubHandler {
         let exposed = std::mem::replace(&mut request.name, tool.name.clone());
         request.arguments = toolkit::arguments_with_fixed(request.arguments.take(), &shown.fixed_arguments);
         let started = std::time::Instant::now();
+        if let Some(service) = upstream.service() {
+            match self.credentials.resolve(&scope, &caller.subject, service).await {
+                Ok(credential) => caller.credential = Some(credential),
+                Err(CredentialError::Store(e)) => {
+                    tracing::error!(error = %e, "cannot resolve a credential");
+                    return Err(ErrorData::internal_error("credentials are unavailable right now", None));
+                }
+                // The user (or an administrator) has something to do: say what, in the result.
+                Err(needed) => {
+                    self.record_call(&scope, &caller, &exposed, upstream, &shown, started, "connect_needed");
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(needed.to_string())]).into());
+                }
+            }
+        }
         let outcome = drive(upstream, &caller, request).await;
         let elapsed_ms = started.elapsed().as_millis();
         let (tool, upstream_name, user) = (&*exposed, &upstream.name, &caller.subject);
@@ -332,17 +374,7 @@ impl ServerHandler for HubHandler {
                 (Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into()), "upstream_failed")
             }
         };
-        self.audit.record(AuditEntry {
-            id: uuid::Uuid::new_v4().to_string(),
-            account_id: Some(scope.account_id.clone()),
-            at: agora_oauth::now(),
-            actor: caller.subject.clone(),
-            action: "tools/call".into(),
-            detail: serde_json::json!({
-                "tool": tool, "upstream": upstream_name, "upstream_tool": &*shown.tool, "profile": scope.profile_id,
-                "client": scope.client_id, "duration_ms": elapsed_ms as u64, "outcome": outcome_name,
-            }),
-        });
+        self.record_call(&scope, &caller, tool, upstream, &shown, started, outcome_name);
         response
     }
 

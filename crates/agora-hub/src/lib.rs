@@ -4,6 +4,8 @@
 //! rmcp types stay inside this crate; the rest of agora sees `router` and `HubConfig`.
 
 mod audit;
+mod connect;
+mod credentials;
 mod demo;
 mod handler;
 mod legacy_sse;
@@ -52,18 +54,21 @@ pub struct Hub {
     owners: sessions::SessionOwners,
     policy: Arc<policy::Policy>,
     audit: audit::AuditLog,
+    credentials: Arc<credentials::Credentials>,
     shutdown: CancellationToken,
     anonymous_loopback: bool,
 }
 
 impl Hub {
     pub fn new(auth: Arc<AuthServer>, store: Store, config: &HubConfig) -> Arc<Self> {
+        let base = auth.config.base().to_owned();
         let hub = Arc::new(Self {
             auth,
             pool: Arc::new(UpstreamPool::new(store.clone(), config.demo_upstream, config.max_local_servers)),
             owners: sessions::SessionOwners::new(store.clone()),
             policy: Arc::new(policy::Policy::new(store.clone())),
             audit: audit::AuditLog::start(store.clone()),
+            credentials: Arc::new(credentials::Credentials::new(store.clone(), &base)),
             store,
             shutdown: CancellationToken::new(),
             anonymous_loopback: config.anonymous_loopback,
@@ -98,7 +103,8 @@ pub fn router(hub: Arc<Hub>, config: &HubConfig) -> Router {
         None => base.host_str().unwrap_or_default().to_owned(),
     };
     let origin = base.origin().ascii_serialization();
-    let handler = handler::HubHandler { pool: hub.pool.clone(), audit: hub.audit.clone() };
+    let handler =
+        handler::HubHandler { pool: hub.pool.clone(), audit: hub.audit.clone(), credentials: hub.credentials.clone() };
     let mut mcp_config = StreamableHttpServerConfig::default()
         // Sessions for revisions before 2026-07-28 (later ones are always sessionless), restorable on
         // any replica from the database.
@@ -117,7 +123,9 @@ pub fn router(hub: Arc<Hub>, config: &HubConfig) -> Router {
         .nest_service(HUB_PATH, mcp)
         .layer(axum::middleware::from_fn(jsonrpc_errors))
         .layer(axum::middleware::from_fn_with_state(hub.clone(), authenticate))
-        .with_state(hub)
+        .with_state(hub.clone())
+        // Browser pages, outside the MCP endpoint's bearer and JSON-RPC layers.
+        .merge(connect::router(hub.credentials.clone()))
 }
 
 /// rmcp answers transport-level failures (unparseable body, forbidden origin, unsupported version,

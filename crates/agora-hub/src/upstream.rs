@@ -20,6 +20,7 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ErrorData, ServiceExt};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, RwLock, Semaphore};
 
+use crate::credentials::{Injection, Resolved};
 use crate::demo::DemoServer;
 use crate::legacy_sse;
 use crate::relay::{LaneEvents, ListChange, Relay, cancel_upstream};
@@ -84,6 +85,8 @@ pub struct Caller {
     pub meta: RequestMetaObject,
     /// Fires when the downstream client cancels the request.
     pub cancelled: tokio_util::sync::CancellationToken,
+    /// The caller's third-party credential for this upstream, when it needs one.
+    pub credential: Option<Resolved>,
 }
 
 impl Caller {
@@ -93,7 +96,12 @@ impl Caller {
     }
 
     fn lane_key(&self) -> LaneKey {
-        LaneKey { subject: self.subject.clone(), profile: self.profile.clone(), session: self.session.clone() }
+        LaneKey {
+            subject: self.subject.clone(),
+            profile: self.profile.clone(),
+            session: self.session.clone(),
+            credential: self.credential.as_ref().map(|c| (c.credential_id.clone(), c.version.clone())),
+        }
     }
 
     /// What goes upstream in `_meta`: the caller's own, but for what the hub's connection sets itself.
@@ -113,6 +121,8 @@ struct LaneKey {
     subject: String,
     profile: String,
     session: Option<String>,
+    /// A refreshed credential is a new version, and so a new connection carrying it.
+    credential: Option<(String, String)>,
 }
 
 type Client = Arc<RunningService<RoleClient, LaneEvents>>;
@@ -133,6 +143,7 @@ impl Drop for Connection {
 
 pub struct Lane {
     events: LaneEvents,
+    credential: Option<Resolved>,
     lifecycle: ClientLifecycleMode,
     connection: Mutex<Option<Connection>>,
     usage: std::sync::Mutex<Usage>,
@@ -331,6 +342,7 @@ impl Upstream {
                     )
                 };
                 Arc::new(Lane {
+                    credential: caller.credential.clone(),
                     events: LaneEvents {
                         relay: Arc::new(Relay::default()),
                         listing: self.listing.clone(),
@@ -382,6 +394,14 @@ impl Upstream {
                                 .map_err(|e| UpstreamError::Connect(e.to_string()))?;
                             header_map.insert(name, value);
                         }
+                        if let Some(Injection::Header { name, value }) = lane.credential.as_ref().map(|c| &c.header) {
+                            let name = axum::http::HeaderName::from_bytes(name.as_bytes())
+                                .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+                            let value = axum::http::HeaderValue::from_str(value).map_err(|_| {
+                                UpstreamError::Connect("the credential does not fit in a header".into())
+                            })?;
+                            header_map.insert(name, value);
+                        }
                         match protocol {
                             HttpProtocol::Streamable => {
                                 let config = StreamableHttpClientTransportConfig::with_uri(url.clone()).custom_headers(
@@ -403,6 +423,11 @@ impl Upstream {
                         let mut cmd = tokio::process::Command::new(command);
                         // Only what is configured reaches the child: no agora secrets through inheritance.
                         cmd.args(args).env_clear().envs(env).kill_on_drop(true);
+                        if let Some(Injection::Env { name, value }) =
+                            lane.credential.as_ref().and_then(|c| c.env.as_ref())
+                        {
+                            cmd.env(name, value);
+                        }
                         if let Some(path) = std::env::var_os("PATH")
                             && !env.contains_key("PATH")
                         {
@@ -547,6 +572,14 @@ impl Upstream {
             .await
             .ok()
             .flatten()
+    }
+
+    /// The third-party service whose credential calls to this upstream carry.
+    pub fn service(&self) -> Option<&str> {
+        match &self.source {
+            Source::Configured(spec) => spec.service.as_deref(),
+            Source::Demo => None,
+        }
     }
 
     /// The name clients see for `tool` of this upstream.

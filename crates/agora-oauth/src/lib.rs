@@ -16,7 +16,7 @@ mod fetch;
 pub mod keys;
 mod logout;
 pub mod mail;
-mod pages;
+pub mod pages;
 pub mod password;
 mod registration;
 mod token;

@@ -7,6 +7,7 @@
 mod accounts;
 mod audit;
 mod clients;
+mod credentials;
 mod federation;
 mod grants;
 mod keys;
@@ -28,6 +29,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor, SqlSafeStr};
 pub use accounts::{NewAccount, Toolkit};
 pub use audit::AuditEntry;
 pub use clients::NewClient;
+pub use credentials::{ConnectAttempt, CredentialSecret, Service, ServiceKind};
 pub use federation::ExternalProfile;
 pub use grants::{AuthRequest, CodeRedemption, Grant, RefreshRotation, StoredCode};
 pub use keys::{NewKey, StoredKey};
@@ -177,6 +179,7 @@ impl Store {
             "DELETE FROM exchanged_subject_tokens WHERE expires_at < $1",
             "DELETE FROM mcp_sessions WHERE created_at < $1 - 604800",
             "DELETE FROM mcp_session_owners WHERE created_at < $1 - 604800",
+            "DELETE FROM connect_attempts WHERE expires_at < $1",
         ];
         let mut purged = 0;
         for sql in statements {
@@ -196,6 +199,7 @@ fn migrator(backend: Backend) -> Migrator {
         (5, "revocation epoch", include_str!("../migrations/0005_revocation_epoch.sql")),
         (6, "mcp sessions", include_str!("../migrations/0006_mcp_sessions.sql")),
         (7, "accounts", include_str!("../migrations/0007_accounts.sql")),
+        (8, "credentials", include_str!("../migrations/0008_credentials.sql")),
     ];
     let migrations = sources
         .into_iter()

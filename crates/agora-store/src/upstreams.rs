@@ -40,6 +40,9 @@ pub struct UpstreamServer {
     /// Prepended to its tool names (`{prefix}_{tool}`); `None` exposes them unprefixed.
     pub tool_prefix: Option<String>,
     pub timeout_ms: i64,
+    /// The third-party service whose credential the caller's connection carries (by service name,
+    /// looked up in the caller's account).
+    pub service: Option<String>,
 }
 
 fn context(id: &str, what: &str) -> String {
@@ -87,6 +90,7 @@ impl Store {
             name: row.try_get("name")?,
             tool_prefix: row.try_get("tool_prefix")?,
             timeout_ms: row.try_get("timeout_ms")?,
+            service: row.try_get("service")?,
             transport,
             id,
         })
@@ -104,7 +108,7 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO upstream_servers (id, name, transport, url, command, args, sealed_env, sealed_headers, \
-             tool_prefix, timeout_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             tool_prefix, timeout_ms, created_at, service) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&server.id)
         .bind(&server.name)
@@ -117,6 +121,7 @@ impl Store {
         .bind(&server.tool_prefix)
         .bind(server.timeout_ms)
         .bind(now)
+        .bind(&server.service)
         .execute(self.pool())
         .await
         .map_err(conflict_as("an upstream server with this name"))?;
@@ -125,7 +130,7 @@ impl Store {
 
     pub async fn upstreams(&self) -> Result<Vec<UpstreamServer>> {
         let rows = sqlx::query(
-            "SELECT id, name, transport, url, command, args, sealed_env, sealed_headers, tool_prefix, timeout_ms \
+            "SELECT id, name, transport, url, command, args, sealed_env, sealed_headers, tool_prefix, timeout_ms, service \
              FROM upstream_servers ORDER BY created_at, name",
         )
         .fetch_all(self.pool())

@@ -37,9 +37,13 @@ pub enum AdminCommand {
     /// Personal access tokens for agent platforms.
     #[command(subcommand)]
     Token(crate::manage::TokenCommand),
+    /// Third-party services whose per-user credentials upstreams need.
+    #[command(subcommand)]
+    Service(crate::manage::ServiceCommand),
 }
 
 #[derive(Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "a command line is parsed once per process")]
 pub enum ServerCommand {
     /// Add a remote (--url, or --sse-url for the older transport) or local stdio (--command) MCP server.
     Add {
@@ -72,6 +76,10 @@ pub enum ServerCommand {
         /// Per-call timeout in milliseconds.
         #[arg(long, default_value_t = 30_000)]
         timeout_ms: i64,
+        /// The third-party service (`agora admin service add`) whose credential each caller's
+        /// connection carries: the service's header for --url, its environment variable for --command.
+        #[arg(long)]
+        service: Option<String>,
     },
     /// List upstream servers.
     List,
@@ -319,6 +327,7 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
         AdminCommand::Profile(command) => crate::manage::profile(store.clone(), command, now).await?,
         AdminCommand::Toolkit(command) => crate::manage::toolkit(store.clone(), command, now).await?,
         AdminCommand::Token(command) => crate::manage::token(store.clone(), command, now).await?,
+        AdminCommand::Service(command) => crate::manage::service(store.clone(), command, now).await?,
         AdminCommand::Client(ClientCommand::Revoke { client_id }) => {
             if !store.revoke_client(&client_id, now).await? {
                 return Err(AppError::Usage(format!("no client {client_id}")));
@@ -436,7 +445,19 @@ fn pairs(values: &[String], what: &str) -> Result<std::collections::BTreeMap<Str
 async fn server_command(store: &agora_store::Store, command: ServerCommand, now: i64) -> Result<(), AppError> {
     use agora_store::{HttpProtocol, UpstreamServer, UpstreamTransport};
     match command {
-        ServerCommand::Add { name, url, sse_url, headers, command, args, env, prefix, no_prefix, timeout_ms } => {
+        ServerCommand::Add {
+            name,
+            url,
+            sse_url,
+            headers,
+            command,
+            args,
+            env,
+            prefix,
+            no_prefix,
+            timeout_ms,
+            service,
+        } => {
             let valid_name = |s: &str| {
                 !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             };
@@ -466,8 +487,14 @@ async fn server_command(store: &agora_store::Store, command: ServerCommand, now:
             if !(100..=600_000).contains(&timeout_ms) {
                 return Err(AppError::Usage("--timeout-ms must be between 100 and 600000".into()));
             }
-            let server =
-                UpstreamServer { id: uuid::Uuid::new_v4().to_string(), name, transport, tool_prefix, timeout_ms };
+            let server = UpstreamServer {
+                id: uuid::Uuid::new_v4().to_string(),
+                name,
+                transport,
+                tool_prefix,
+                timeout_ms,
+                service,
+            };
             store.create_upstream(&server, now).await?;
             println!("added upstream {} ({})", server.name, server.id);
         }

@@ -312,3 +312,92 @@ pub async fn token(store: agora_store::Store, command: TokenCommand, now: i64) -
     }
     Ok(())
 }
+
+#[derive(Subcommand)]
+pub enum ServiceCommand {
+    /// Add a service: OAuth 2.0 (--authorize-url, --token-url, --client-id, secret on stdin with
+    /// --client-secret-stdin) or an API key the user pastes (--api-key).
+    Add {
+        #[arg(long)]
+        account: String,
+        /// What upstream servers name with `agora admin server add --service`.
+        #[arg(long)]
+        name: String,
+        #[arg(long, conflicts_with_all = ["authorize_url", "token_url", "client_id"])]
+        api_key: bool,
+        #[arg(long)]
+        authorize_url: Option<String>,
+        #[arg(long)]
+        token_url: Option<String>,
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(long)]
+        client_secret_stdin: bool,
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Header remote upstreams receive.
+        #[arg(long, default_value = "Authorization")]
+        header_name: String,
+        /// Its value; `{token}` is replaced by the credential.
+        #[arg(long, default_value = "Bearer {token}")]
+        header_template: String,
+        /// Environment variable local upstreams receive the credential in.
+        #[arg(long)]
+        env: Option<String>,
+    },
+}
+
+pub async fn service(store: agora_store::Store, command: ServiceCommand, now: i64) -> Result<(), AppError> {
+    use agora_store::{Service as ThirdParty, ServiceKind};
+    let service = Service::new(store);
+    match command {
+        ServiceCommand::Add {
+            account,
+            name,
+            api_key,
+            authorize_url,
+            token_url,
+            client_id,
+            client_secret_stdin,
+            scopes,
+            header_name,
+            header_template,
+            env,
+        } => {
+            let kind = match (api_key, authorize_url, token_url, client_id) {
+                (true, None, None, None) => ServiceKind::ApiKey,
+                (false, Some(authorize_url), Some(token_url), Some(client_id)) => {
+                    let client_secret = if client_secret_stdin {
+                        let mut line = String::new();
+                        std::io::stdin().read_line(&mut line).map_err(|source| AppError::Io {
+                            context: "cannot read the client secret".into(),
+                            source,
+                        })?;
+                        Some(line.trim().to_owned()).filter(|s| !s.is_empty())
+                    } else {
+                        None
+                    };
+                    ServiceKind::OAuth2 { authorize_url, token_url, client_id, client_secret, scopes }
+                }
+                _ => {
+                    return Err(AppError::Usage(
+                        "give --api-key, or --authorize-url, --token-url and --client-id".into(),
+                    ));
+                }
+            };
+            let account = service.find_account(&OPERATOR, &account).await?;
+            let third_party = ThirdParty {
+                id: String::new(),
+                account_id: String::new(),
+                name: name.clone(),
+                kind,
+                header_name,
+                header_template,
+                env_name: env,
+            };
+            service.create_service(&OPERATOR, &account.id, third_party, now).await?;
+            println!("added service {name} to {}", account.name);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! `{base}/connect/…`: where a user connects a third-party account, from the link a tool result
+//! gave them. API keys are pasted into a form; OAuth services run the provider's authorization
+//! code flow with PKCE and a `state` that is single-use and bound (by cookie) to the browser that
+//! started it, so a callback cannot be replayed or completed in someone else's browser.
+
+use std::sync::Arc;
+
+use agora_oauth::pages::{escape, page};
+use agora_store::secret::{random_token, token_digest};
+use agora_store::{CredentialSecret, ServiceKind};
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::credentials::Credentials;
+
+pub const CONNECT_PATH: &str = "/connect";
+const CALLBACK: &str = "/connect/callback";
+const BROWSER_COOKIE: &str = "agora_connect";
+
+pub fn router(credentials: Arc<Credentials>) -> Router {
+    Router::new()
+        .route(CALLBACK, get(callback))
+        .route("/connect/{ticket}", get(start).post(submit_key))
+        .with_state(credentials)
+}
+
+fn gone() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Link expired",
+        "<p>This connect link has expired or was already used. Retry the tool to get a new one.</p>",
+    )
+}
+
+fn connected(service: &str) -> Response {
+    page(
+        StatusCode::OK,
+        "Connected",
+        &format!("<p>Your {} account is connected. Go back to your assistant and retry.</p>", escape(service)),
+    )
+}
+
+fn failed(reason: &str) -> Response {
+    page(StatusCode::BAD_REQUEST, "Not connected", &format!("<p>{}</p>", escape(reason)))
+}
+
+fn unavailable(error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(%error, "connect flow failed");
+    page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "<p>Something went wrong on our side. Try again shortly.</p>")
+}
+
+async fn start(State(credentials): State<Arc<Credentials>>, Path(ticket): Path<String>) -> Response {
+    let store = credentials.store();
+    let now = agora_oauth::now();
+    let attempt = match store.connect_attempt(&token_digest(&ticket), now).await {
+        Ok(Some(attempt)) => attempt,
+        Ok(None) => return gone(),
+        Err(e) => return unavailable(&e),
+    };
+    let service = match store.service(&attempt.service_id).await {
+        Ok(Some(service)) => service,
+        Ok(None) => return gone(),
+        Err(e) => return unavailable(&e),
+    };
+    match &service.kind {
+        ServiceKind::ApiKey => page(
+            StatusCode::OK,
+            &format!("Connect {}", service.name),
+            &format!(
+                "<form method=\"post\"><label>Your {} API key <input name=\"api_key\" type=\"password\" required \
+                 autocomplete=\"off\"></label> <button>Connect</button></form>",
+                escape(&service.name)
+            ),
+        ),
+        ServiceKind::OAuth2 { authorize_url, client_id, scopes, .. } => {
+            let (state, verifier, browser) = (random_token(""), random_token(""), random_token(""));
+            if let Err(e) = store
+                .begin_oauth(&attempt.ticket_digest, &token_digest(&state), &token_digest(&browser), &verifier)
+                .await
+            {
+                return unavailable(&e);
+            }
+            let Ok(mut target) = url::Url::parse(authorize_url) else { return failed("the service is misconfigured") };
+            target
+                .query_pairs_mut()
+                .append_pair("response_type", "code")
+                .append_pair("client_id", client_id)
+                .append_pair("redirect_uri", &format!("{}{CALLBACK}", credentials.base()))
+                .append_pair("state", &state)
+                // `token_digest` is base64url(SHA-256): exactly the S256 challenge.
+                .append_pair("code_challenge", &token_digest(&verifier))
+                .append_pair("code_challenge_method", "S256");
+            if !scopes.is_empty() {
+                target.query_pairs_mut().append_pair("scope", scopes);
+            }
+            let secure = if credentials.base().starts_with("https://") { "; Secure" } else { "" };
+            let cookie =
+                format!("{BROWSER_COOKIE}={browser}; Path={CONNECT_PATH}; Max-Age=900; HttpOnly; SameSite=Lax{secure}");
+            let mut response = Redirect::to(target.as_str()).into_response();
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct KeyForm {
+    api_key: String,
+}
+
+async fn submit_key(
+    State(credentials): State<Arc<Credentials>>,
+    Path(ticket): Path<String>,
+    Form(form): Form<KeyForm>,
+) -> Response {
+    let store = credentials.store();
+    let now = agora_oauth::now();
+    let key = form.api_key.trim();
+    if key.is_empty() || key.len() > 4096 {
+        return failed("paste the API key");
+    }
+    let attempt = match store.spend_connect_attempt(&token_digest(&ticket), now).await {
+        Ok(Some(attempt)) => attempt,
+        Ok(None) => return gone(),
+        Err(e) => return unavailable(&e),
+    };
+    let service = match store.service(&attempt.service_id).await {
+        Ok(Some(service)) if service.kind == ServiceKind::ApiKey => service,
+        Ok(_) => return gone(),
+        Err(e) => return unavailable(&e),
+    };
+    let secret = CredentialSecret { token: key.to_owned(), refresh_token: None };
+    match store
+        .add_credential(&service.id, Some(&attempt.user_id), &secret, None, attempt.profile_id.as_deref(), now)
+        .await
+    {
+        Ok(_) => connected(&service.name),
+        Err(e) => unavailable(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+}
+
+fn browser_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == BROWSER_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+async fn callback(
+    State(credentials): State<Arc<Credentials>>,
+    headers: HeaderMap,
+    Query(callback): Query<Callback>,
+) -> Response {
+    let store = credentials.store();
+    let now = agora_oauth::now();
+    let Some(state) = callback.state.filter(|s| !s.is_empty()) else { return failed("the provider sent no state") };
+    // Single use: a replayed or forged state finds nothing.
+    let attempt = match store.spend_connect_attempt(&token_digest(&state), now).await {
+        Ok(Some(attempt)) if attempt.browser_digest.is_some() => attempt,
+        Ok(_) => return failed("this sign-in is unknown, expired or already finished; retry the tool for a new link"),
+        Err(e) => return unavailable(&e),
+    };
+    if browser_cookie(&headers).map(|b| token_digest(&b)) != attempt.browser_digest {
+        return failed("this sign-in was started in another browser; open the connect link here");
+    }
+    if let Some(error) = callback.error {
+        return failed(&format!("the provider refused: {error}"));
+    }
+    let Some(code) = callback.code.filter(|c| !c.is_empty()) else { return failed("the provider sent no code") };
+    let service = match store.service(&attempt.service_id).await {
+        Ok(Some(service)) => service,
+        Ok(None) => return gone(),
+        Err(e) => return unavailable(&e),
+    };
+    let verifier = attempt.verifier.clone().unwrap_or_default();
+    let redirect_uri = format!("{}{CALLBACK}", credentials.base());
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect_uri.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let tokens = match credentials.token_request(&service, &form).await {
+        Ok(tokens) => tokens,
+        Err(reason) => return failed(&reason),
+    };
+    let secret = CredentialSecret { token: tokens.access_token, refresh_token: tokens.refresh_token };
+    let expires_at = tokens.expires_in.map(|secs| now + secs);
+    match store
+        .add_credential(&service.id, Some(&attempt.user_id), &secret, expires_at, attempt.profile_id.as_deref(), now)
+        .await
+    {
+        Ok(_) => connected(&service.name),
+        Err(e) => unavailable(&e),
+    }
+}

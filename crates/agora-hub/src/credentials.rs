@@ -1,0 +1,185 @@
+//! The third-party credential a call carries to an upstream that needs one: resolved for the
+//! caller's user and profile (agora-core's rule), refreshed at the provider shortly before it
+//! expires, or, when there is none, a connect link for the user.
+
+use std::time::Duration;
+
+use agora_core::credential;
+use agora_store::secret::{random_token, token_digest};
+use agora_store::{ConnectAttempt, CredentialSecret, Service, ServiceKind, Store, StoreError};
+use serde::Deserialize;
+
+use crate::policy::Scope;
+
+/// Tokens expiring sooner than this are refreshed before use.
+const REFRESH_MARGIN_SECS: i64 = 60;
+/// How long a connect link works.
+const CONNECT_TTL_SECS: i64 = 15 * 60;
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a credential reaches an upstream.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Injection {
+    Header { name: String, value: String },
+    Env { name: String, value: String },
+}
+
+/// A credential ready to use: which (and which version, so a refreshed one opens a fresh
+/// connection) and how it is handed over.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Resolved {
+    pub credential_id: String,
+    pub version: String,
+    pub header: Injection,
+    pub env: Option<Injection>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("this account has not set up the service `{0}` this tool needs; ask an administrator")]
+    NoService(String),
+    #[error("connect your {service} account first: open {url} and then retry")]
+    ConnectNeeded { service: String, url: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A provider's token response (RFC 6749 §5.1).
+#[derive(Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<i64>,
+}
+
+pub struct Credentials {
+    store: Store,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Credentials {
+    pub fn new(store: Store, base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(PROVIDER_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client builds");
+        Self { store, base: base.trim_end_matches('/').to_owned(), http }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The credential `user` uses for `service_name` in the request's account and profile.
+    pub async fn resolve(&self, scope: &Scope, user: &str, service_name: &str) -> Result<Resolved, CredentialError> {
+        let service = self
+            .store
+            .service_by_name(&scope.account_id, service_name)
+            .await?
+            .ok_or_else(|| CredentialError::NoService(service_name.to_owned()))?;
+        let facts = self.store.credential_facts(&service.id).await?;
+        let Some(chosen) = credential::resolve(&facts, user, &scope.profile_id, scope.locked) else {
+            return Err(self.connect_needed(&service, scope, user).await?);
+        };
+        let Some((mut secret, expires_at)) = self.store.credential_secret(&chosen.id).await? else {
+            return Err(self.connect_needed(&service, scope, user).await?);
+        };
+        let mut version = chosen.updated_at;
+        let now = agora_oauth::now();
+        if expires_at.is_some_and(|at| at - REFRESH_MARGIN_SECS <= now) {
+            match self.refresh(&service, &secret).await {
+                Some((fresh, fresh_expiry)) => {
+                    self.store.update_credential(&chosen.id, &fresh, fresh_expiry, now).await?;
+                    (secret, version) = (fresh, now);
+                }
+                // Only a failed refresh asks the user to connect again.
+                None => return Err(self.connect_needed(&service, scope, user).await?),
+            }
+        }
+        Ok(Resolved {
+            credential_id: chosen.id.clone(),
+            version: version.to_string(),
+            header: Injection::Header {
+                name: service.header_name.clone(),
+                value: service.header_template.replace("{token}", &secret.token),
+            },
+            env: service.env_name.clone().map(|name| Injection::Env { name, value: secret.token.clone() }),
+        })
+    }
+
+    /// A connect link for the user: a one-time ticket naming the user, service and (when locked)
+    /// profile, so the credential connected is assigned to it.
+    async fn connect_needed(
+        &self,
+        service: &Service,
+        scope: &Scope,
+        user: &str,
+    ) -> Result<CredentialError, StoreError> {
+        let ticket = random_token("");
+        let attempt = ConnectAttempt {
+            ticket_digest: token_digest(&ticket),
+            user_id: user.to_owned(),
+            service_id: service.id.clone(),
+            profile_id: scope.locked.then(|| scope.profile_id.clone()),
+            browser_digest: None,
+            verifier: None,
+        };
+        self.store.create_connect_attempt(&attempt, agora_oauth::now() + CONNECT_TTL_SECS).await?;
+        Ok(CredentialError::ConnectNeeded {
+            service: service.name.clone(),
+            url: format!("{}{}/{ticket}", self.base, crate::connect::CONNECT_PATH),
+        })
+    }
+
+    /// Swaps a refresh token for a fresh access token; `None` when there is none or the provider refuses.
+    async fn refresh(&self, service: &Service, secret: &CredentialSecret) -> Option<(CredentialSecret, Option<i64>)> {
+        let refresh_token = secret.refresh_token.as_deref()?;
+        let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
+        match self.token_request(service, &form).await {
+            Ok(response) => Some((
+                CredentialSecret {
+                    token: response.access_token,
+                    // Providers that do not rotate refresh tokens send none back: keep the old one.
+                    refresh_token: response.refresh_token.or_else(|| secret.refresh_token.clone()),
+                },
+                response.expires_in.map(|secs| agora_oauth::now() + secs),
+            )),
+            Err(reason) => {
+                tracing::warn!(service = %service.name, %reason, "refreshing a credential failed");
+                None
+            }
+        }
+    }
+
+    /// A request to the service's token endpoint, authenticated as its client.
+    pub async fn token_request(&self, service: &Service, form: &[(&str, &str)]) -> Result<TokenResponse, String> {
+        let ServiceKind::OAuth2 { token_url, client_id, client_secret, .. } = &service.kind else {
+            return Err("not an OAuth service".into());
+        };
+        let mut request = self.http.post(token_url).header(reqwest::header::ACCEPT, "application/json");
+        request = match client_secret {
+            Some(secret) => request.basic_auth(client_id, Some(secret)).form(form),
+            None => {
+                let mut with_id = form.to_vec();
+                with_id.push(("client_id", client_id));
+                request.form(&with_id)
+            }
+        };
+        let response = request.send().await.map_err(|e| format!("the provider cannot be reached: {e}"))?;
+        let status = response.status();
+        // Bodies are not echoed anywhere: they may carry tokens.
+        if !status.is_success() {
+            return Err(format!("the provider answered {status}"));
+        }
+        let body = response.bytes().await.map_err(|e| format!("the provider's answer broke off: {e}"))?;
+        serde_json::from_slice(&body).map_err(|_| "the provider's answer is not a token response".to_owned())
+    }
+}

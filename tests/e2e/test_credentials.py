@@ -1,0 +1,180 @@
+"""Per-user third-party credentials. A second `agora serve` plays the OAuth provider; an upstream MCP
+server echoes the Authorization header it receives. Users connect through the hub's connect link,
+each call carries the caller's own provider token (never another user's, never an agora token),
+locked profiles resolve only credentials assigned to them, expiring tokens are refreshed, and the
+hub's database holds no credential in plain text. On SQLite and PostgreSQL."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from agora import Agora, Browser
+from idp import IdentityProvider
+from test_accounts import Tenant, call, eventually, initialize
+from test_exchange import exchange
+from test_hub import RawSession, free_port, wait_for_port
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+@pytest.fixture(scope="module")
+def provider():
+    server = Agora("sqlite", env={"AGORA_LOG": "warn"})
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def echo():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, os.path.join(FIXTURES, "echo_auth_server.py"), str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    yield f"http://127.0.0.1:{port}/mcp"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def idp():
+    server = IdentityProvider()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def setup(request, provider, echo, idp):
+    hub = Agora(request.param, env={"AGORA_ALLOW_LOOPBACK_FETCH": "true", "AGORA_LOG": "info,rmcp=warn"})
+    tenant = Tenant(hub, idp, [("--server", "echo", "--tool", "*")])
+    app = provider.create_client(name="hub-connect", redirect=hub.url("/connect/callback"))
+    hub.cli("admin", "service", "add", "--account", tenant.id, "--name", "prov",
+            "--authorize-url", provider.url("/oauth/auth"), "--token-url", provider.url("/oauth/token"),
+            "--client-id", app["CIVIC_CLIENT_ID"], "--client-secret-stdin", "--scopes", "openid email offline_access",
+            stdin=app["CIVIC_CLIENT_SECRET"] + "\n")
+    hub.cli("admin", "server", "add", "--name", "echo", "--url", echo, "--service", "prov")
+    yield hub, tenant
+    hub.close()
+
+
+class Member:
+    """A hub user (signed in through the test IdP, a member of the tenant) with an account at the provider."""
+
+    def __init__(self, hub, tenant, idp, provider, name):
+        self.email = f"{name}-{secrets.token_hex(3)}@example.com"
+        self.password = secrets.token_urlsafe(12)
+        provider.cli("admin", "user", "create", "--email", self.email, "--password-stdin", stdin=self.password + "\n")
+        self.hub, self.tenant, self.idp, self.provider = hub, tenant, idp, provider
+        self.token = tenant.token_for(idp, self.email)
+        hub.cli("admin", "account", "member", "--account", tenant.id, "--email", self.email, "--role", "MEMBER")
+
+    def locked_token(self):
+        response = exchange(self.hub, self.tenant.client, self.idp.token(sub=self.email, email=self.email, email_verified=True),
+                            civic_profile=self.tenant.profile)
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    def whoami(self, token=None):
+        return call(RawSession(self.hub, token or self.token), "echo_whoami", {})["result"]
+
+    def connect(self, link, browser=None):
+        """Follows a connect link in a browser through the provider's sign-in, back to the hub."""
+        browser = browser or Browser(self.provider)
+        start = browser.get(link)
+        assert start.status_code in (302, 303), start.text
+        signed_in = browser.password_sign_in(start.headers["Location"], self.email, self.password)
+        assert signed_in.status_code in (302, 303), signed_in.text
+        callback = signed_in.headers["Location"]
+        assert callback.startswith(self.hub.url("/connect/callback"))
+        return browser, callback
+
+    def provider_email(self, header):
+        """Whose provider token an Authorization header carries."""
+        token = header.removeprefix("Bearer ")
+        info = requests.get(self.provider.url("/oauth/userinfo"), headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        return info.json().get("email") if info.status_code == 200 else None
+
+
+def link_in(result):
+    assert result["isError"], result
+    text = result["content"][0]["text"]
+    assert "connect your prov account" in text, text
+    return text.split("open ", 1)[1].split(" ", 1)[0]
+
+
+def test_each_user_calls_with_their_own_credential(setup, idp, provider, echo):
+    hub, tenant = setup
+    ann, ben = (Member(hub, tenant, idp, provider, n) for n in ("ann", "ben"))
+    eventually(lambda: initialize(hub, ann.token).status_code == 200, "members are admitted")
+
+    link = link_in(ann.whoami())
+    assert link.startswith(hub.url("/connect/"))
+    browser, callback = ann.connect(link)
+    assert Browser(provider).get(callback).status_code == 400, "the callback only completes in the browser that started"
+    # That attempt is spent now; a fresh link, followed through properly, connects.
+    link = link_in(ann.whoami())
+    browser, callback = ann.connect(link)
+    done = browser.get(callback)
+    assert done.status_code == 200 and "connected" in done.text
+    assert browser.get(callback).status_code == 400, "a replayed callback finds nothing"
+    assert Browser(provider).get(link).status_code == 404, "a used link is spent"
+
+    header = ann.whoami()["content"][0]["text"]
+    assert ann.provider_email(header) == ann.email, "the upstream sees ann's provider token"
+    assert link_in(ben.whoami()), "ben has not connected: ann's credential is not his"
+    browser, callback = ben.connect(link_in(ben.whoami()))
+    assert browser.get(callback).status_code == 200
+    assert ben.provider_email(ben.whoami()["content"][0]["text"]) == ben.email
+    assert ann.provider_email(ann.whoami()["content"][0]["text"]) == ann.email
+
+    seen = call(RawSession(hub, ann.token), "echo_seen", {})["result"]["content"][0]["text"].splitlines()
+    for agora_token in (ann.token, ben.token):
+        assert not any(agora_token in line for line in seen), "no agora token ever reaches the upstream"
+
+    # Nothing in the hub's database holds a provider token (or the service's client secret) in plain text.
+    stored = hub.stored_bytes()
+    for line in seen:
+        if line:
+            assert line.removeprefix("Bearer ").encode() not in stored
+
+
+def test_locked_profiles_use_only_assigned_credentials(setup, idp, provider):
+    hub, tenant = setup
+    cy = Member(hub, tenant, idp, provider, "cy")
+    eventually(lambda: initialize(hub, cy.token).status_code == 200, "admitted")
+    browser, callback = cy.connect(link_in(cy.whoami()))
+    assert browser.get(callback).status_code == 200
+    unlocked_header = cy.whoami()["content"][0]["text"]
+    assert cy.provider_email(unlocked_header) == cy.email
+
+    locked = cy.locked_token()
+    link = link_in(cy.whoami(locked))  # the unassigned credential is not used through the locked profile
+    browser, callback = cy.connect(link)
+    assert browser.get(callback).status_code == 200
+    locked_header = cy.whoami(locked)["content"][0]["text"]
+    assert cy.provider_email(locked_header) == cy.email and locked_header != unlocked_header, \
+        "connecting through the locked profile assigned the new credential to it"
+    assert not cy.whoami()["isError"], "the unlocked profile still resolves the user's credentials"
+
+
+def test_expiring_tokens_are_refreshed_and_failed_refresh_asks_to_reconnect(setup, idp, provider):
+    hub, tenant = setup
+    dee = Member(hub, tenant, idp, provider, "dee")
+    eventually(lambda: initialize(hub, dee.token).status_code == 200, "admitted")
+    browser, callback = dee.connect(link_in(dee.whoami()))
+    assert browser.get(callback).status_code == 200
+    first = dee.whoami()["content"][0]["text"]
+
+    # The access token is about to expire: the next call refreshes it first, unnoticed.
+    hub.sql("UPDATE credentials SET expires_at = 1")
+    refreshed = dee.whoami()
+    assert not refreshed["isError"] and refreshed["content"][0]["text"] != first
+    assert dee.provider_email(refreshed["content"][0]["text"]) == dee.email
+
+    # The provider no longer honours the refresh token (the user is gone there): connect again.
+    provider.cli("admin", "user", "disable", "--email", dee.email)
+    hub.sql("UPDATE credentials SET expires_at = 1")
+    assert link_in(dee.whoami()).startswith(hub.url("/connect/"))
