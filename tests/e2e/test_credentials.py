@@ -8,13 +8,14 @@ import os
 import secrets
 import subprocess
 import sys
+import urllib.parse
 
 import pytest
 import requests
 
 from agora import Agora, Browser
 from idp import IdentityProvider
-from test_accounts import Tenant, call, eventually, initialize
+from test_accounts import Tenant, call, eventually, initialize, tools_of, value_of
 from test_exchange import exchange
 from test_hub import RawSession, free_port, wait_for_port
 
@@ -54,6 +55,7 @@ def setup(request, provider, echo, idp):
     hub.cli("admin", "service", "add", "--account", tenant.id, "--name", "prov",
             "--authorize-url", provider.url("/oauth/auth"), "--token-url", provider.url("/oauth/token"),
             "--client-id", app["CIVIC_CLIENT_ID"], "--client-secret-stdin", "--scopes", "openid email offline_access",
+            "--revocation-url", provider.url("/oauth/token/revocation"),
             stdin=app["CIVIC_CLIENT_SECRET"] + "\n")
     hub.cli("admin", "server", "add", "--name", "echo", "--url", echo, "--service", "prov")
     yield hub, tenant
@@ -63,13 +65,13 @@ def setup(request, provider, echo, idp):
 class Member:
     """A hub user (signed in through the test IdP, a member of the tenant) with an account at the provider."""
 
-    def __init__(self, hub, tenant, idp, provider, name):
+    def __init__(self, hub, tenant, idp, provider, name, role="MEMBER"):
         self.email = f"{name}-{secrets.token_hex(3)}@example.com"
         self.password = secrets.token_urlsafe(12)
         provider.cli("admin", "user", "create", "--email", self.email, "--password-stdin", stdin=self.password + "\n")
         self.hub, self.tenant, self.idp, self.provider = hub, tenant, idp, provider
         self.token = tenant.token_for(idp, self.email)
-        hub.cli("admin", "account", "member", "--account", tenant.id, "--email", self.email, "--role", "MEMBER")
+        hub.cli("admin", "account", "member", "--account", tenant.id, "--email", self.email, "--role", role)
 
     def locked_token(self):
         response = exchange(self.hub, self.tenant.client, self.idp.token(sub=self.email, email=self.email, email_verified=True),
@@ -77,8 +79,16 @@ class Member:
         assert response.status_code == 200, response.text
         return response.json()["access_token"]
 
-    def whoami(self, token=None):
-        return call(RawSession(self.hub, token or self.token), "echo_whoami", {})["result"]
+    def whoami(self, token=None, tool="echo_whoami"):
+        return call(RawSession(self.hub, token or self.token), tool, {})["result"]
+
+    def user_id(self):
+        return requests.get(self.hub.url("/oauth/userinfo"), headers={"Authorization": f"Bearer {self.token}"},
+                            timeout=10).json()["sub"]
+
+    def api(self, method, path, body=None):
+        return requests.request(method, self.hub.url(f"/api/v1/accounts/{self.tenant.id}{path}"), json=body, timeout=10,
+                                headers={"Authorization": f"Bearer {self.token}"})
 
     def connect(self, link, browser=None):
         """Follows a connect link in a browser through the provider's sign-in, back to the hub."""
@@ -98,10 +108,10 @@ class Member:
         return info.json().get("email") if info.status_code == 200 else None
 
 
-def link_in(result):
+def link_in(result, service="prov"):
     assert result["isError"], result
     text = result["content"][0]["text"]
-    assert "connect your prov account" in text, text
+    assert f"connect your {service} account" in text, text
     return text.split("open ", 1)[1].split(" ", 1)[0]
 
 
@@ -178,3 +188,74 @@ def test_expiring_tokens_are_refreshed_and_failed_refresh_asks_to_reconnect(setu
     provider.cli("admin", "user", "disable", "--email", dee.email)
     hub.sql("UPDATE credentials SET expires_at = 1")
     assert link_in(dee.whoami()).startswith(hub.url("/connect/"))
+
+
+def test_shared_keys_assignments_disconnect_and_bad_input(setup, idp, provider, echo):
+    hub, tenant = setup
+    hub.cli("admin", "service", "add", "--account", tenant.id, "--name", "keys", "--api-key",
+            "--header-template", "Key {token}")
+    hub.cli("admin", "server", "add", "--name", "keyed", "--url", echo, "--service", "keys")
+    hub.cli("admin", "toolkit", "tool", "--account", tenant.id, "--toolkit", "kit", "--server", "keyed", "--tool", "*")
+    boss = Member(hub, tenant, idp, provider, "boss", role="ADMIN")
+    eli = Member(hub, tenant, idp, provider, "eli")
+    eventually(lambda: initialize(hub, eli.token).status_code == 200 and initialize(hub, boss.token).status_code == 200,
+               "admitted")
+    # The hub re-reads its upstream servers every few seconds.
+    eventually(lambda: "keyed_whoami" in tools_of(RawSession(hub, eli.token)), "the new upstream is served", timeout=10)
+
+    # A member pastes their own key on the connect page (the link works once).
+    link = link_in(eli.whoami(tool="keyed_whoami"), "keys")
+    page = requests.get(link, timeout=10)
+    assert page.status_code == 200 and 'name="api_key"' in page.text
+    assert requests.post(link, data={"api_key": "eli-own-key"}, timeout=10).status_code == 200
+    assert requests.post(link, data={"api_key": "again"}, timeout=10).status_code == 404, "a link is spent once"
+    # The organization's key, set by an ADMIN, serves members without their own; one's own wins.
+    assert eli.api("POST", "/credentials", {"service": "keys", "api_key": "org-key-1"}).status_code == 403
+    assert boss.api("POST", "/credentials", {"service": "keys", "api_key": "org-key-1"}).status_code == 201
+    assert boss.whoami(tool="keyed_whoami")["content"][0]["text"] == "Key org-key-1"
+    assert eli.whoami(tool="keyed_whoami")["content"][0]["text"] == "Key eli-own-key"
+
+    # Metadata only: no secret is ever returned; a member sees their own and the organization's.
+    listed = eli.api("GET", "/credentials").json()["credentials"]
+    assert {c["owner"] for c in listed} == {None, eli.user_id()}
+    assert "org-key-1" not in str(listed) and "eli-own-key" not in str(listed)
+    assert all(set(c) == {"id", "service", "owner", "profiles", "expires_at", "updated_at"} for c in listed)
+    own = next(c for c in listed if c["owner"] is not None)
+
+    # Assignments name only the actor's credentials and the account's profiles.
+    other_profile = value_of(hub.cli("admin", "profile", "create", "--account", tenant.id, "--name", f"p-{secrets.token_hex(2)}"),
+                             "CIVIC_PROFILE_ID")
+    assert boss.api("PUT", f"/credentials/{own['id']}/profiles/{other_profile}").status_code == 404, "another user's credential"
+    foreign = Tenant(hub, idp, [])
+    assert eli.api("PUT", f"/credentials/{own['id']}/profiles/{foreign.profile}").status_code == 404, "another account's profile"
+    assert eli.api("PUT", f"/credentials/{own['id']}/profiles/{other_profile}").status_code == 204
+    assigned = next(c for c in eli.api("GET", "/credentials").json()["credentials"] if c["id"] == own["id"])
+    assert assigned["profiles"] == [other_profile]
+
+    # Disconnecting an OAuth credential revokes it at the provider.
+    fay = Member(hub, tenant, idp, provider, "fay")
+    eventually(lambda: initialize(hub, fay.token).status_code == 200, "admitted")
+    browser, callback = fay.connect(link_in(fay.whoami()))
+    assert browser.get(callback).status_code == 200
+    header = fay.whoami()["content"][0]["text"]
+    assert fay.provider_email(header) == fay.email
+    mine = [c for c in fay.api("GET", "/credentials").json()["credentials"] if c["service"] == "prov"]
+    assert fay.api("DELETE", f"/credentials/{mine[0]['id']}").status_code == 204
+    assert fay.provider_email(header) is None, "revoked at the provider"
+    assert link_in(fay.whoami()), "and gone here: the next call asks to connect"
+
+    # Forged, replayed or refused callbacks are clear errors and store nothing.
+    forged = requests.get(hub.url("/connect/callback"), params={"state": "forged", "code": "x"}, timeout=10)
+    assert forged.status_code == 400 and "unknown" in forged.text
+    assert requests.get(hub.url("/connect/callback"), timeout=10).status_code == 400
+    browser = Browser(provider)
+    start = browser.get(link_in(fay.whoami()))
+    state = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(start.headers["Location"]).query))["state"]
+    refused = browser.get(hub.url("/connect/callback") + f"?state={state}&error=access_denied")
+    assert refused.status_code == 400 and "access_denied" in refused.text
+
+    # No token, key or client secret in the hub's logs or database.
+    log = hub.server_log()
+    stored = hub.stored_bytes()
+    for secret in ("org-key-1", "eli-own-key", header.removeprefix("Bearer ")):
+        assert secret not in log and secret.encode() not in stored, secret

@@ -52,6 +52,13 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ("post", "/accounts/{account}/toolkits", "Create a toolkit (OWNER or ADMIN)"),
     ("put", "/accounts/{account}/toolkits/{toolkit}/tools", "Select a tool with overrides"),
     ("get", "/accounts/{account}/audit", "Audit entries in [from, until) (OWNER or ADMIN)"),
+    ("get", "/accounts/{account}/services", "Third-party services (no secrets)"),
+    ("post", "/accounts/{account}/services", "Add a third-party service (OWNER or ADMIN)"),
+    ("get", "/accounts/{account}/credentials", "Credentials: metadata only, never secrets"),
+    ("post", "/accounts/{account}/credentials", "Add the organization's API key for a service (OWNER or ADMIN)"),
+    ("delete", "/accounts/{account}/credentials/{credential}", "Disconnect: revoke at the provider and remove"),
+    ("put", "/accounts/{account}/credentials/{credential}/profiles/{profile}", "Assign a credential to a profile"),
+    ("delete", "/accounts/{account}/credentials/{credential}/profiles/{profile}", "Unassign a credential"),
     ("get", "/personal-tokens", "Your personal access tokens"),
     ("post", "/personal-tokens", "Create a personal access token (shown once)"),
     ("delete", "/personal-tokens/{token}", "Revoke one of your personal access tokens"),
@@ -74,6 +81,10 @@ pub fn router(auth: Arc<AuthServer>) -> Router {
         .route("/accounts/{account}/toolkits", get(list_toolkits).post(create_toolkit))
         .route("/accounts/{account}/toolkits/{toolkit}/tools", put(put_tool))
         .route("/accounts/{account}/audit", get(audit))
+        .route("/accounts/{account}/services", get(list_services).post(create_service))
+        .route("/accounts/{account}/credentials", get(list_credentials).post(add_shared_key))
+        .route("/accounts/{account}/credentials/{credential}", delete(disconnect))
+        .route("/accounts/{account}/credentials/{credential}/profiles/{profile}", put(assign).delete(unassign))
         .route("/personal-tokens", get(list_personal_tokens).post(create_personal_token))
         .route("/personal-tokens/{token}", delete(revoke_personal_token))
         .route("/openapi.json", get(openapi))
@@ -562,6 +573,140 @@ async fn revoke_personal_token(
     Path(token): Path<String>,
 ) -> ApiResult<StatusCode> {
     api.service.revoke_personal_token(&actor, user_id(&actor), &token, now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn service_json(s: &agora_store::Service) -> Value {
+    let oauth = match &s.kind {
+        agora_store::ServiceKind::OAuth2 { authorize_url, token_url, client_id, scopes, revocation_url, .. } => json!({
+            "authorize_url": authorize_url, "token_url": token_url, "client_id": client_id, "scopes": scopes,
+            "revocation_url": revocation_url,
+        }),
+        agora_store::ServiceKind::ApiKey => Value::Null,
+    };
+    json!({"id": s.id, "name": s.name, "kind": if oauth.is_null() { "api_key" } else { "oauth2" }, "oauth2": oauth,
+           "header_name": s.header_name, "header_template": s.header_template, "env_name": s.env_name})
+}
+
+async fn list_services(
+    State(api): State<Arc<Api>>,
+    User(actor): User,
+    Path(account): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let services = api.service.services(&actor, &account).await?;
+    Ok(Json(json!({"services": services.iter().map(service_json).collect::<Vec<_>>()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceBody {
+    name: String,
+    /// `oauth2` or `api_key`.
+    kind: String,
+    authorize_url: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    #[serde(default)]
+    scopes: String,
+    revocation_url: Option<String>,
+    header_name: Option<String>,
+    header_template: Option<String>,
+    env_name: Option<String>,
+}
+
+async fn create_service(
+    State(api): State<Arc<Api>>,
+    User(actor): User,
+    Path(account): Path<String>,
+    Body(body): Body<ServiceBody>,
+) -> ApiResult<StatusCode> {
+    let kind = match (body.kind.as_str(), body.authorize_url, body.token_url, body.client_id) {
+        ("api_key", None, None, None) => agora_store::ServiceKind::ApiKey,
+        ("oauth2", Some(authorize_url), Some(token_url), Some(client_id)) => agora_store::ServiceKind::OAuth2 {
+            authorize_url,
+            token_url,
+            client_id,
+            client_secret: body.client_secret,
+            scopes: body.scopes,
+            revocation_url: body.revocation_url,
+        },
+        _ => {
+            return Err(ApiError::BadRequest(
+                "kind is api_key, or oauth2 with authorize_url, token_url and client_id".into(),
+            ));
+        }
+    };
+    let service = agora_store::Service {
+        id: String::new(),
+        account_id: String::new(),
+        name: body.name,
+        kind,
+        header_name: body.header_name.unwrap_or_else(|| "Authorization".into()),
+        header_template: body.header_template.unwrap_or_else(|| "Bearer {token}".into()),
+        env_name: body.env_name,
+    };
+    api.service.create_service(&actor, &account, service, now()).await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn list_credentials(
+    State(api): State<Arc<Api>>,
+    User(actor): User,
+    Path(account): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let credentials = api.service.credentials(&actor, &account).await?;
+    let shown: Vec<Value> = credentials
+        .iter()
+        .map(|c| {
+            json!({"id": c.id, "service": c.service, "owner": c.owner, "profiles": c.profiles,
+                   "expires_at": c.expires_at, "updated_at": c.updated_at})
+        })
+        .collect();
+    Ok(Json(json!({"credentials": shown})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharedKeyBody {
+    service: String,
+    api_key: String,
+}
+
+async fn add_shared_key(
+    State(api): State<Arc<Api>>,
+    User(actor): User,
+    Path(account): Path<String>,
+    Body(body): Body<SharedKeyBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = api.service.add_shared_api_key(&actor, &account, &body.service, &body.api_key, now()).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+}
+
+async fn disconnect(
+    State(api): State<Arc<Api>>,
+    User(actor): User,
+    Path((account, credential)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    api.service.disconnect(&actor, &account, &credential, now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn assign(
+    State(api): State<Arc<Api>>,
+    User(actor): User,
+    Path((account, credential, profile)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    api.service.assign_credential(&actor, &account, &credential, &profile, true, now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unassign(
+    State(api): State<Arc<Api>>,
+    User(actor): User,
+    Path((account, credential, profile)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    api.service.assign_credential(&actor, &account, &credential, &profile, false, now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

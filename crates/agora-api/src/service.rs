@@ -90,6 +90,7 @@ enum Need {
 
 pub struct Service {
     store: Store,
+    provider: agora_oauth::provider::ProviderClient,
 }
 
 fn valid_name(name: &str) -> Result<String> {
@@ -102,7 +103,7 @@ fn valid_name(name: &str) -> Result<String> {
 
 impl Service {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self { store, provider: agora_oauth::provider::ProviderClient::new() }
     }
 
     /// The actor's role in `account_id`, if it allows `need`. Someone with no place in the account
@@ -620,6 +621,120 @@ impl Service {
         self.store.create_service(&service, now).await?;
         let detail = json!({"after": {"id": service.id, "name": service.name, "header": service.header_name, "env": service.env_name}});
         self.audit(actor, account_id, "service.create", detail, now).await
+    }
+
+    pub async fn services(&self, actor: &Actor, account_id: &str) -> Result<Vec<agora_store::Service>> {
+        self.authorize(actor, account_id, Need::Member).await?;
+        Ok(self.store.services(account_id).await?)
+    }
+
+    /// Credentials of the account (metadata, never secrets): an OWNER or ADMIN sees all; a member
+    /// their own and the organization's.
+    pub async fn credentials(&self, actor: &Actor, account_id: &str) -> Result<Vec<agora_store::CredentialMeta>> {
+        let role = self.authorize(actor, account_id, Need::Member).await?;
+        let all = self.store.credentials_of_account(account_id).await?;
+        Ok(match (actor, role) {
+            (Actor::User(me), Some(role)) if !role.may_manage_integration() => {
+                all.into_iter().filter(|c| c.owner.as_deref().is_none_or(|owner| owner == me)).collect()
+            }
+            _ => all,
+        })
+    }
+
+    /// A credential the actor may change: their own, or (OWNER or ADMIN) the organization's.
+    async fn own_credential(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        credential_id: &str,
+    ) -> Result<agora_store::CredentialMeta> {
+        let role = self.authorize(actor, account_id, Need::Member).await?;
+        let credential = self
+            .store
+            .credentials_of_account(account_id)
+            .await?
+            .into_iter()
+            .find(|c| c.id == credential_id)
+            .ok_or(ServiceError::NotFound("credential"))?;
+        let allowed = match (actor, &credential.owner) {
+            (Actor::Operator, _) => true,
+            (Actor::User(me), Some(owner)) => me == owner,
+            (Actor::User(_), None) => role.is_some_and(Role::may_manage_integration),
+        };
+        if !allowed {
+            return Err(ServiceError::NotFound("credential"));
+        }
+        Ok(credential)
+    }
+
+    /// The organization's credential for an API-key service, shared with its members (OWNER or ADMIN).
+    pub async fn add_shared_api_key(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        service: &str,
+        key: &str,
+        now: UnixTime,
+    ) -> Result<String> {
+        self.authorize(actor, account_id, Need::Manage).await?;
+        let service =
+            self.store.service_by_name(account_id, service).await?.ok_or(ServiceError::NotFound("service"))?;
+        if service.kind != agora_store::ServiceKind::ApiKey {
+            return Err(ServiceError::Invalid("OAuth services are connected through their connect link".into()));
+        }
+        if key.trim().is_empty() {
+            return Err(ServiceError::Invalid("the API key is empty".into()));
+        }
+        let secret = agora_store::CredentialSecret { token: key.trim().to_owned(), refresh_token: None };
+        let id = self.store.add_credential(&service.id, None, &secret, None, None, now).await?;
+        self.audit(actor, account_id, "credential.add", json!({"id": id, "service": service.name, "owner": null}), now)
+            .await?;
+        Ok(id)
+    }
+
+    /// Assigns a credential to a profile of the same account, or unassigns it.
+    pub async fn assign_credential(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        credential_id: &str,
+        profile_id: &str,
+        assigned: bool,
+        now: UnixTime,
+    ) -> Result<()> {
+        let credential = self.own_credential(actor, account_id, credential_id).await?;
+        let profile = self.store.profile(profile_id).await?.filter(|p| p.account_id == account_id);
+        let profile = profile.ok_or(ServiceError::NotFound("profile"))?;
+        self.store.set_assignment(&credential.id, &profile.id, assigned).await?;
+        let action = if assigned { "credential.assign" } else { "credential.unassign" };
+        self.audit(actor, account_id, action, json!({"id": credential.id, "profile": profile.id}), now).await
+    }
+
+    /// Removes a credential, revoking its tokens at the provider when it offers revocation.
+    pub async fn disconnect(&self, actor: &Actor, account_id: &str, credential_id: &str, now: UnixTime) -> Result<()> {
+        let credential = self.own_credential(actor, account_id, credential_id).await?;
+        let service = self.store.service_by_name(account_id, &credential.service).await?;
+        let secret = self.store.credential_secret(&credential.id).await?;
+        if let (Some(service), Some((secret, _))) = (service, secret) {
+            let tokens =
+                [(secret.refresh_token.as_deref(), "refresh_token"), (Some(secret.token.as_str()), "access_token")];
+            for (token, hint) in tokens {
+                if let Some(token) = token
+                    && let Err(reason) = self.provider.revoke(&service, token, hint).await
+                {
+                    tracing::warn!(service = %service.name, %reason, "revoking a credential at its provider failed");
+                }
+            }
+        }
+        self.store.delete_credential(&credential.id).await?;
+        self.audit(
+            actor,
+            account_id,
+            "credential.disconnect",
+            json!({"id": credential.id, "service": credential.service}),
+            now,
+        )
+        .await
     }
 
     /// The account's audit entries in `[from, until)`.

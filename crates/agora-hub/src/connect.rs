@@ -197,7 +197,7 @@ async fn callback(
         ("redirect_uri", redirect_uri.as_str()),
         ("code_verifier", verifier.as_str()),
     ];
-    let tokens = match credentials.token_request(&service, &form).await {
+    let tokens = match credentials.provider().token_request(&service, &form).await {
         Ok(tokens) => tokens,
         Err(reason) => return failed(&reason),
     };

@@ -2,12 +2,10 @@
 //! caller's user and profile (agora-core's rule), refreshed at the provider shortly before it
 //! expires, or, when there is none, a connect link for the user.
 
-use std::time::Duration;
-
 use agora_core::credential;
+use agora_oauth::provider::ProviderClient;
 use agora_store::secret::{random_token, token_digest};
-use agora_store::{ConnectAttempt, CredentialSecret, Service, ServiceKind, Store, StoreError};
-use serde::Deserialize;
+use agora_store::{ConnectAttempt, CredentialSecret, Service, Store, StoreError};
 
 use crate::policy::Scope;
 
@@ -15,7 +13,6 @@ use crate::policy::Scope;
 const REFRESH_MARGIN_SECS: i64 = 60;
 /// How long a connect link works.
 const CONNECT_TTL_SECS: i64 = 15 * 60;
-const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a credential reaches an upstream.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -44,30 +41,15 @@ pub enum CredentialError {
     Store(#[from] StoreError),
 }
 
-/// A provider's token response (RFC 6749 §5.1).
-#[derive(Deserialize)]
-pub struct TokenResponse {
-    pub access_token: String,
-    #[serde(default)]
-    pub refresh_token: Option<String>,
-    #[serde(default)]
-    pub expires_in: Option<i64>,
-}
-
 pub struct Credentials {
     store: Store,
     base: String,
-    http: reqwest::Client,
+    provider: ProviderClient,
 }
 
 impl Credentials {
     pub fn new(store: Store, base: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(PROVIDER_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("an HTTP client builds");
-        Self { store, base: base.trim_end_matches('/').to_owned(), http }
+        Self { store, base: base.trim_end_matches('/').to_owned(), provider: ProviderClient::new() }
     }
 
     pub fn store(&self) -> &Store {
@@ -76,6 +58,10 @@ impl Credentials {
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    pub fn provider(&self) -> &ProviderClient {
+        &self.provider
     }
 
     /// The credential `user` uses for `service_name` in the request's account and profile.
@@ -143,7 +129,7 @@ impl Credentials {
     async fn refresh(&self, service: &Service, secret: &CredentialSecret) -> Option<(CredentialSecret, Option<i64>)> {
         let refresh_token = secret.refresh_token.as_deref()?;
         let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
-        match self.token_request(service, &form).await {
+        match self.provider.token_request(service, &form).await {
             Ok(response) => Some((
                 CredentialSecret {
                     token: response.access_token,
@@ -157,29 +143,5 @@ impl Credentials {
                 None
             }
         }
-    }
-
-    /// A request to the service's token endpoint, authenticated as its client.
-    pub async fn token_request(&self, service: &Service, form: &[(&str, &str)]) -> Result<TokenResponse, String> {
-        let ServiceKind::OAuth2 { token_url, client_id, client_secret, .. } = &service.kind else {
-            return Err("not an OAuth service".into());
-        };
-        let mut request = self.http.post(token_url).header(reqwest::header::ACCEPT, "application/json");
-        request = match client_secret {
-            Some(secret) => request.basic_auth(client_id, Some(secret)).form(form),
-            None => {
-                let mut with_id = form.to_vec();
-                with_id.push(("client_id", client_id));
-                request.form(&with_id)
-            }
-        };
-        let response = request.send().await.map_err(|e| format!("the provider cannot be reached: {e}"))?;
-        let status = response.status();
-        // Bodies are not echoed anywhere: they may carry tokens.
-        if !status.is_success() {
-            return Err(format!("the provider answered {status}"));
-        }
-        let body = response.bytes().await.map_err(|e| format!("the provider's answer broke off: {e}"))?;
-        serde_json::from_slice(&body).map_err(|_| "the provider's answer is not a token response".to_owned())
     }
 }

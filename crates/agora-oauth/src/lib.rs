@@ -18,6 +18,7 @@ mod logout;
 pub mod mail;
 pub mod pages;
 pub mod password;
+pub mod provider;
 mod registration;
 mod token;
 mod tokens;

@@ -18,6 +18,8 @@ pub enum ServiceKind {
         client_id: String,
         client_secret: Option<String>,
         scopes: String,
+        /// RFC 7009 revocation endpoint, if the provider has one.
+        revocation_url: Option<String>,
     },
     /// A key the user pastes into a form.
     ApiKey,
@@ -36,6 +38,18 @@ pub struct Service {
     pub header_template: String,
     /// For local upstreams: this environment variable holds the token.
     pub env_name: Option<String>,
+}
+
+/// What may be shown of a credential: never its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialMeta {
+    pub id: String,
+    pub service: String,
+    /// `None`: the organization's.
+    pub owner: Option<String>,
+    pub profiles: Vec<String>,
+    pub expires_at: Option<UnixTime>,
+    pub updated_at: UnixTime,
 }
 
 /// The secret part of a credential.
@@ -83,6 +97,7 @@ impl Store {
                     client_id: text("client_id")?,
                     client_secret,
                     scopes: text("scopes")?,
+                    revocation_url: row.try_get("revocation_url")?,
                 }
             }
             "API_KEY" => ServiceKind::ApiKey,
@@ -100,8 +115,12 @@ impl Store {
     }
 
     pub async fn create_service(&self, service: &Service, now: UnixTime) -> Result<()> {
+        let revocation_url = match &service.kind {
+            ServiceKind::OAuth2 { revocation_url, .. } => revocation_url.clone(),
+            ServiceKind::ApiKey => None,
+        };
         let (kind, authorize_url, token_url, client_id, secret, scopes) = match &service.kind {
-            ServiceKind::OAuth2 { authorize_url, token_url, client_id, client_secret, scopes } => (
+            ServiceKind::OAuth2 { authorize_url, token_url, client_id, client_secret, scopes, .. } => (
                 "OAUTH2",
                 Some(authorize_url.clone()),
                 Some(token_url.clone()),
@@ -115,8 +134,8 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO services (id, account_id, name, kind, authorize_url, token_url, client_id, sealed_client_secret, \
-             scopes, header_name, header_template, env_name, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             scopes, header_name, header_template, env_name, created_at, revocation_url) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&service.id)
         .bind(&service.account_id)
@@ -131,6 +150,7 @@ impl Store {
         .bind(&service.header_template)
         .bind(&service.env_name)
         .bind(now)
+        .bind(revocation_url)
         .execute(self.pool())
         .await
         .map_err(conflict_as("service"))?;
@@ -138,7 +158,7 @@ impl Store {
     }
 
     const SERVICE_COLUMNS: &str = "id, account_id, name, kind, authorize_url, token_url, client_id, sealed_client_secret, \
-                                   scopes, header_name, header_template, env_name";
+                                   scopes, header_name, header_template, env_name, revocation_url";
 
     pub async fn service_by_name(&self, account_id: &str, name: &str) -> Result<Option<Service>> {
         let sql = format!("SELECT {} FROM services WHERE account_id = $1 AND name = $2", Self::SERVICE_COLUMNS);
@@ -245,6 +265,53 @@ impl Store {
             .bind(now)
             .execute(self.pool())
             .await?;
+        Ok(())
+    }
+
+    pub async fn services(&self, account_id: &str) -> Result<Vec<Service>> {
+        let sql = format!("SELECT {} FROM services WHERE account_id = $1 ORDER BY name", Self::SERVICE_COLUMNS);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(account_id).fetch_all(self.pool()).await?;
+        rows.iter().map(|r| self.service_from_row(r)).collect()
+    }
+
+    /// Every credential of an account's services, without secrets.
+    pub async fn credentials_of_account(&self, account_id: &str) -> Result<Vec<CredentialMeta>> {
+        let rows = sqlx::query(
+            "SELECT c.id, s.name AS service, c.user_id, c.expires_at, c.updated_at, cp.profile_id FROM credentials c \
+             JOIN services s ON s.id = c.service_id LEFT JOIN credential_profiles cp ON cp.credential_id = c.id \
+             WHERE s.account_id = $1 ORDER BY c.id",
+        )
+        .bind(account_id)
+        .fetch_all(self.pool())
+        .await?;
+        let mut metas: Vec<CredentialMeta> = Vec::new();
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            if metas.last().is_none_or(|m| m.id != id) {
+                metas.push(CredentialMeta {
+                    id,
+                    service: row.try_get("service")?,
+                    owner: row.try_get("user_id")?,
+                    profiles: Vec::new(),
+                    expires_at: row.try_get("expires_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                });
+            }
+            if let (Some(profile), Some(last)) = (row.try_get::<Option<String>, _>("profile_id")?, metas.last_mut()) {
+                last.profiles.push(profile);
+            }
+        }
+        Ok(metas)
+    }
+
+    /// Assigns (`true`) or unassigns a credential to a profile.
+    pub async fn set_assignment(&self, credential_id: &str, profile_id: &str, assigned: bool) -> Result<()> {
+        let sql = if assigned {
+            "INSERT INTO credential_profiles (credential_id, profile_id) VALUES ($1, $2) ON CONFLICT (credential_id, profile_id) DO NOTHING"
+        } else {
+            "DELETE FROM credential_profiles WHERE credential_id = $1 AND profile_id = $2"
+        };
+        sqlx::query(sql).bind(credential_id).bind(profile_id).execute(self.pool()).await?;
         Ok(())
     }
 

@@ -29,7 +29,7 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor, SqlSafeStr};
 pub use accounts::{NewAccount, Toolkit};
 pub use audit::AuditEntry;
 pub use clients::NewClient;
-pub use credentials::{ConnectAttempt, CredentialSecret, Service, ServiceKind};
+pub use credentials::{ConnectAttempt, CredentialMeta, CredentialSecret, Service, ServiceKind};
 pub use federation::ExternalProfile;
 pub use grants::{AuthRequest, CodeRedemption, Grant, RefreshRotation, StoredCode};
 pub use keys::{NewKey, StoredKey};
@@ -200,6 +200,7 @@ fn migrator(backend: Backend) -> Migrator {
         (6, "mcp sessions", include_str!("../migrations/0006_mcp_sessions.sql")),
         (7, "accounts", include_str!("../migrations/0007_accounts.sql")),
         (8, "credentials", include_str!("../migrations/0008_credentials.sql")),
+        (9, "service revocation", include_str!("../migrations/0009_service_revocation.sql")),
     ];
     let migrations = sources
         .into_iter()

@@ -40,6 +40,9 @@ pub enum AdminCommand {
     /// Third-party services whose per-user credentials upstreams need.
     #[command(subcommand)]
     Service(crate::manage::ServiceCommand),
+    /// Users' and organizations' credentials for third-party services.
+    #[command(subcommand)]
+    Credential(crate::manage::CredentialCommand),
 }
 
 #[derive(Subcommand)]
@@ -328,6 +331,7 @@ pub async fn run_admin(config: Config, command: AdminCommand) -> Result<(), AppE
         AdminCommand::Toolkit(command) => crate::manage::toolkit(store.clone(), command, now).await?,
         AdminCommand::Token(command) => crate::manage::token(store.clone(), command, now).await?,
         AdminCommand::Service(command) => crate::manage::service(store.clone(), command, now).await?,
+        AdminCommand::Credential(command) => crate::manage::credential(store.clone(), command, now).await?,
         AdminCommand::Client(ClientCommand::Revoke { client_id }) => {
             if !store.revoke_client(&client_id, now).await? {
                 return Err(AppError::Usage(format!("no client {client_id}")));

@@ -314,6 +314,79 @@ pub async fn token(store: agora_store::Store, command: TokenCommand, now: i64) -
 }
 
 #[derive(Subcommand)]
+pub enum CredentialCommand {
+    /// List an account's credentials (metadata only; secrets are never shown).
+    List {
+        #[arg(long)]
+        account: String,
+    },
+    /// Add the organization's API key for a service (read from stdin), shared with its members.
+    Add {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        service: String,
+    },
+    /// Assign a credential to a profile (or, with --unassign, take it away).
+    Assign {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        credential: String,
+        #[arg(long)]
+        profile: String,
+        #[arg(long)]
+        unassign: bool,
+    },
+    /// Remove a credential, revoking it at the provider when it offers revocation.
+    Disconnect {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        credential: String,
+    },
+}
+
+pub async fn credential(store: agora_store::Store, command: CredentialCommand, now: i64) -> Result<(), AppError> {
+    let service = Service::new(store);
+    match command {
+        CredentialCommand::List { account } => {
+            let account = service.find_account(&OPERATOR, &account).await?;
+            for c in service.credentials(&OPERATOR, &account.id).await? {
+                let owner = c.owner.unwrap_or_else(|| "(organization)".into());
+                println!("{}\t{}\t{owner}\t{}\t{}", c.id, c.service, c.profiles.join(","), c.updated_at);
+            }
+        }
+        CredentialCommand::Add { account, service: name } => {
+            let account = service.find_account(&OPERATOR, &account).await?;
+            let mut key = String::new();
+            std::io::stdin()
+                .read_line(&mut key)
+                .map_err(|source| AppError::Io { context: "cannot read the API key".into(), source })?;
+            let id = service.add_shared_api_key(&OPERATOR, &account.id, &name, &key, now).await?;
+            println!("added the organization's {name} credential ({id})");
+        }
+        CredentialCommand::Assign { account, credential, profile, unassign } => {
+            let account = service.find_account(&OPERATOR, &account).await?;
+            let profile = service.find_profile(&OPERATOR, &account.id, &profile).await?;
+            service.assign_credential(&OPERATOR, &account.id, &credential, &profile.id, !unassign, now).await?;
+            println!(
+                "{} {credential} {} profile {}",
+                if unassign { "unassigned" } else { "assigned" },
+                if unassign { "from" } else { "to" },
+                profile.name
+            );
+        }
+        CredentialCommand::Disconnect { account, credential } => {
+            let account = service.find_account(&OPERATOR, &account).await?;
+            service.disconnect(&OPERATOR, &account.id, &credential, now).await?;
+            println!("disconnected {credential}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
 pub enum ServiceCommand {
     /// Add a service: OAuth 2.0 (--authorize-url, --token-url, --client-id, secret on stdin with
     /// --client-secret-stdin) or an API key the user pastes (--api-key).
@@ -335,6 +408,9 @@ pub enum ServiceCommand {
         client_secret_stdin: bool,
         #[arg(long, default_value = "")]
         scopes: String,
+        /// The provider's token revocation endpoint (RFC 7009), used when a credential is removed.
+        #[arg(long)]
+        revocation_url: Option<String>,
         /// Header remote upstreams receive.
         #[arg(long, default_value = "Authorization")]
         header_name: String,
@@ -360,6 +436,7 @@ pub async fn service(store: agora_store::Store, command: ServiceCommand, now: i6
             client_id,
             client_secret_stdin,
             scopes,
+            revocation_url,
             header_name,
             header_template,
             env,
@@ -377,7 +454,7 @@ pub async fn service(store: agora_store::Store, command: ServiceCommand, now: i6
                     } else {
                         None
                     };
-                    ServiceKind::OAuth2 { authorize_url, token_url, client_id, client_secret, scopes }
+                    ServiceKind::OAuth2 { authorize_url, token_url, client_id, client_secret, scopes, revocation_url }
                 }
                 _ => {
                     return Err(AppError::Usage(
