@@ -4,14 +4,18 @@ each call carries the caller's own provider token (never another user's, never a
 locked profiles resolve only credentials assigned to them, expiring tokens are refreshed, and the
 hub's database holds no credential in plain text. On SQLite and PostgreSQL."""
 
+import asyncio
 import os
 import secrets
 import subprocess
 import sys
 import urllib.parse
 
+import httpx2
 import pytest
 import requests
+from mcp import Client, types
+from mcp.client.streamable_http import streamable_http_client
 
 from agora import Agora, Browser
 from idp import IdentityProvider
@@ -259,3 +263,31 @@ def test_shared_keys_assignments_disconnect_and_bad_input(setup, idp, provider, 
     stored = hub.stored_bytes()
     for secret in ("org-key-1", "eli-own-key", header.removeprefix("Bearer ")):
         assert secret not in log and secret.encode() not in stored, secret
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_clients_taking_url_elicitations_are_sent_to_connect(setup, idp, provider, mode):
+    """A client that takes URL elicitations is sent to the connect page by the hub itself (over its session,
+    or, at 2026-07-28, through an input_required answer it retries), and the call then goes through."""
+    hub, tenant = setup
+    gus = Member(hub, tenant, idp, provider, f"gus-{mode}")
+    eventually(lambda: initialize(hub, gus.token).status_code == 200, "admitted")
+    visited = []
+
+    async def on_elicit(_context, params):
+        assert params.mode == "url" and "prov" in params.message
+        visited.append(params.url)
+        browser, callback = gus.connect(params.url)
+        assert browser.get(callback).status_code == 200
+        return types.ElicitResult(action="accept")
+
+    async def scenario():
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {gus.token}"}, timeout=30) as http:
+            transport = streamable_http_client(hub.url("/hub/mcp"), http_client=http)
+            async with Client(transport, mode=mode, elicitation_callback=on_elicit) as client:
+                return await client.call_tool("echo_whoami", {})
+
+    result = asyncio.run(scenario())
+    assert len(visited) == 1 and visited[0].startswith(hub.url("/connect/")), result
+    assert not result.is_error, result
+    assert gus.provider_email(result.content[0].text) == gus.email

@@ -11,12 +11,12 @@ use agora_store::AuditEntry;
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest, CompleteRequest,
-    CompleteRequestParams, CompleteResult, ContentBlock, GetPromptRequest, GetPromptRequestParams, GetPromptResponse,
-    Implementation, InputRequest, InputRequests, InputRequiredResult, InputResponses, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams, ReadResourceRequest,
-    ReadResourceRequestParams, ReadResourceResponse, Reference, ResultType, ServerCapabilities, ServerConfig,
-    ServerResult, SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams, SubscriptionFilter,
-    UnsubscribeRequest, UnsubscribeRequestParams,
+    CompleteRequestParams, CompleteResult, ContentBlock, ElicitRequest, GetPromptRequest, GetPromptRequestParams,
+    GetPromptResponse, Implementation, InputRequest, InputRequests, InputRequiredResult, InputResponses,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, Reference, ResultType, ServerCapabilities,
+    ServerConfig, ServerResult, SetLevelRequest, SetLevelRequestParams, SubscribeRequest, SubscribeRequestParams,
+    SubscriptionFilter, UnsubscribeRequest, UnsubscribeRequestParams,
 };
 use rmcp::service::{RequestContext, RoleServer, SubscriptionContext};
 use rmcp::{ErrorData, ServerHandler};
@@ -26,6 +26,21 @@ use crate::credentials::{CredentialError, Credentials};
 use crate::policy::{Principal, Scope};
 use crate::relay::{ListChange, to_error_data};
 use crate::upstream::{Caller, Catalog, Upstream, UpstreamError, UpstreamPool};
+
+/// The key of the hub's own input request (the connect link) among an upstream's.
+const CONNECT_INPUT: &str = "agora_connect";
+/// How long the hub waits for a user to finish connecting a service over an elicitation.
+const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A URL elicitation sending the user to a connect page.
+fn connect_elicitation(service: &str, url: &str) -> rmcp::model::ElicitRequestParams {
+    rmcp::model::ElicitRequestParams::UrlElicitationParams {
+        meta: None,
+        message: format!("Connect your {service} account to continue."),
+        url: url.to_owned(),
+        elicitation_id: uuid::Uuid::new_v4().to_string(),
+    }
+}
 
 /// How many `input_required` rounds the hub drives for a client that cannot receive them.
 const MAX_INPUT_ROUNDS: usize = 8;
@@ -340,7 +355,30 @@ impl ServerHandler for HubHandler {
         request.arguments = toolkit::arguments_with_fixed(request.arguments.take(), &shown.fixed_arguments);
         let started = std::time::Instant::now();
         if let Some(service) = upstream.service() {
-            match self.credentials.resolve(&scope, &caller.subject, service).await {
+            let mut resolved = self.credentials.resolve(&scope, &caller.subject, service).await;
+            // Clients that take URL elicitations are sent to the connect page directly: a 2026-07-28
+            // client through an `input_required` answer it retries, an older one over its session.
+            if let Err(CredentialError::ConnectNeeded { service: name, url }) = &resolved
+                && caller.capabilities.elicitation.as_ref().is_some_and(|e| e.url.is_some())
+            {
+                let answered = request.input_responses.as_mut().and_then(|r| r.remove(CONNECT_INPUT)).is_some();
+                if request.input_responses.as_ref().is_some_and(|r| r.is_empty()) {
+                    request.input_responses = None;
+                }
+                let asked = connect_elicitation(name, url);
+                if caller.is_sessionless_revision() {
+                    if !answered {
+                        let mut inputs = InputRequests::new();
+                        inputs.insert(CONNECT_INPUT.into(), InputRequest::Elicitation(ElicitRequest::new(asked)));
+                        return Ok(CallToolResponse::InputRequired(InputRequiredResult::from_input_requests(inputs)));
+                    }
+                } else if let Err(e) = caller.peer.create_elicitation_with_timeout(asked, Some(CONNECT_WAIT)).await {
+                    tracing::debug!(error = %e, "the client did not take the connect elicitation");
+                }
+                // The user may have connected meanwhile.
+                resolved = self.credentials.resolve(&scope, &caller.subject, service).await;
+            }
+            match resolved {
                 Ok(credential) => caller.credential = Some(credential),
                 Err(CredentialError::Store(e)) => {
                     tracing::error!(error = %e, "cannot resolve a credential");
