@@ -5,6 +5,7 @@ locked profiles resolve only credentials assigned to them, expiring tokens are r
 hub's database holds no credential in plain text. On SQLite and PostgreSQL."""
 
 import asyncio
+import base64
 import os
 import secrets
 import subprocess
@@ -200,12 +201,25 @@ def test_shared_keys_assignments_disconnect_and_bad_input(setup, idp, provider, 
             "--header-template", "Key {token}")
     hub.cli("admin", "server", "add", "--name", "keyed", "--url", echo, "--service", "keys")
     hub.cli("admin", "toolkit", "tool", "--account", tenant.id, "--toolkit", "kit", "--server", "keyed", "--tool", "*")
+    hub.cli("admin", "service", "add", "--account", tenant.id, "--name", "vault", "--basic", "--header-template", "Basic {token}")
+    hub.cli("admin", "server", "add", "--name", "vaulted", "--url", echo, "--service", "vault")
+    hub.cli("admin", "toolkit", "tool", "--account", tenant.id, "--toolkit", "kit", "--server", "vaulted", "--tool", "*")
     boss = Member(hub, tenant, idp, provider, "boss", role="ADMIN")
     eli = Member(hub, tenant, idp, provider, "eli")
     eventually(lambda: initialize(hub, eli.token).status_code == 200 and initialize(hub, boss.token).status_code == 200,
                "admitted")
     # The hub re-reads its upstream servers every few seconds.
-    eventually(lambda: "keyed_whoami" in tools_of(RawSession(hub, eli.token)), "the new upstream is served", timeout=10)
+    eventually(lambda: {"keyed_whoami", "vaulted_whoami"} <= set(tools_of(RawSession(hub, eli.token))),
+               "the new upstreams are served", timeout=10)
+
+    # Basic authentication: a user name and password, typed once, sent as the header.
+    link = link_in(eli.whoami(tool="vaulted_whoami"), "vault")
+    page = requests.get(link, timeout=10)
+    assert page.status_code == 200 and 'name="username"' in page.text and 'name="password"' in page.text
+    assert requests.post(link, data={"api_key": "wrong form"}, timeout=10).status_code == 400
+    assert requests.post(link, data={"username": "eli", "password": "s3cret:pw"}, timeout=10).status_code == 200, \
+        "a mistyped form does not spend the link"
+    assert eli.whoami(tool="vaulted_whoami")["content"][0]["text"] == "Basic " + base64.b64encode(b"eli:s3cret:pw").decode()
 
     # A member pastes their own key on the connect page (the link works once).
     link = link_in(eli.whoami(tool="keyed_whoami"), "keys")

@@ -577,14 +577,18 @@ async fn revoke_personal_token(
 }
 
 fn service_json(s: &agora_store::Service) -> Value {
-    let oauth = match &s.kind {
-        agora_store::ServiceKind::OAuth2 { authorize_url, token_url, client_id, scopes, revocation_url, .. } => json!({
-            "authorize_url": authorize_url, "token_url": token_url, "client_id": client_id, "scopes": scopes,
-            "revocation_url": revocation_url,
-        }),
-        agora_store::ServiceKind::ApiKey => Value::Null,
+    let (kind, oauth) = match &s.kind {
+        agora_store::ServiceKind::OAuth2 { authorize_url, token_url, client_id, scopes, revocation_url, .. } => (
+            "oauth2",
+            json!({
+                "authorize_url": authorize_url, "token_url": token_url, "client_id": client_id, "scopes": scopes,
+                "revocation_url": revocation_url,
+            }),
+        ),
+        agora_store::ServiceKind::ApiKey => ("api_key", Value::Null),
+        agora_store::ServiceKind::Basic => ("basic", Value::Null),
     };
-    json!({"id": s.id, "name": s.name, "kind": if oauth.is_null() { "api_key" } else { "oauth2" }, "oauth2": oauth,
+    json!({"id": s.id, "name": s.name, "kind": kind, "oauth2": oauth,
            "header_name": s.header_name, "header_template": s.header_template, "env_name": s.env_name})
 }
 
@@ -601,7 +605,7 @@ async fn list_services(
 #[serde(deny_unknown_fields)]
 struct ServiceBody {
     name: String,
-    /// `oauth2` or `api_key`.
+    /// `oauth2`, `api_key` or `basic`.
     kind: String,
     authorize_url: Option<String>,
     token_url: Option<String>,
@@ -623,6 +627,7 @@ async fn create_service(
 ) -> ApiResult<StatusCode> {
     let kind = match (body.kind.as_str(), body.authorize_url, body.token_url, body.client_id) {
         ("api_key", None, None, None) => agora_store::ServiceKind::ApiKey,
+        ("basic", None, None, None) => agora_store::ServiceKind::Basic,
         ("oauth2", Some(authorize_url), Some(token_url), Some(client_id)) => agora_store::ServiceKind::OAuth2 {
             authorize_url,
             token_url,
@@ -633,7 +638,7 @@ async fn create_service(
         },
         _ => {
             return Err(ApiError::BadRequest(
-                "kind is api_key, or oauth2 with authorize_url, token_url and client_id".into(),
+                "kind is api_key, basic, or oauth2 with authorize_url, token_url and client_id".into(),
             ));
         }
     };

@@ -76,6 +76,16 @@ async fn start(State(credentials): State<Arc<Credentials>>, Path(ticket): Path<S
                 escape(&service.name)
             ),
         ),
+        ServiceKind::Basic => page(
+            StatusCode::OK,
+            &format!("Connect {}", service.name),
+            &format!(
+                "<form method=\"post\"><p>Your {} account</p><label>User name <input name=\"username\" required \
+                 autocomplete=\"off\"></label> <label>Password <input name=\"password\" type=\"password\" required \
+                 autocomplete=\"off\"></label> <button>Connect</button></form>",
+                escape(&service.name)
+            ),
+        ),
         ServiceKind::OAuth2 { authorize_url, client_id, scopes, .. } => {
             let (state, verifier, browser) = (random_token(""), random_token(""), random_token(""));
             if let Err(e) = store
@@ -109,9 +119,12 @@ async fn start(State(credentials): State<Arc<Credentials>>, Path(ticket): Path<S
     }
 }
 
+/// What the connect form sends: an API key, or a user name and password.
 #[derive(Deserialize)]
 struct KeyForm {
-    api_key: String,
+    api_key: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
 }
 
 async fn submit_key(
@@ -121,21 +134,36 @@ async fn submit_key(
 ) -> Response {
     let store = credentials.store();
     let now = agora_oauth::now();
-    let key = form.api_key.trim();
-    if key.is_empty() || key.len() > 4096 {
-        return failed("paste the API key");
-    }
-    let attempt = match store.spend_connect_attempt(&token_digest(&ticket), now).await {
+    let attempt = match store.connect_attempt(&token_digest(&ticket), now).await {
         Ok(Some(attempt)) => attempt,
         Ok(None) => return gone(),
         Err(e) => return unavailable(&e),
     };
     let service = match store.service(&attempt.service_id).await {
-        Ok(Some(service)) if service.kind == ServiceKind::ApiKey => service,
-        Ok(_) => return gone(),
+        Ok(Some(service)) => service,
+        Ok(None) => return gone(),
         Err(e) => return unavailable(&e),
     };
-    let secret = CredentialSecret { token: key.to_owned(), refresh_token: None };
+    let key = match (&service.kind, form.api_key.as_deref(), form.username.as_deref(), form.password.as_deref()) {
+        (ServiceKind::ApiKey, Some(key), None, None) if !key.trim().is_empty() && key.len() <= 4096 => {
+            key.trim().to_owned()
+        }
+        (ServiceKind::Basic, None, Some(user), Some(password))
+            if !user.is_empty() && !user.contains(':') && user.len() + password.len() <= 4096 =>
+        {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        }
+        (ServiceKind::OAuth2 { .. }, ..) => return gone(),
+        _ => return failed("fill in the form"),
+    };
+    // Spent only now, so a mistyped form can be sent again.
+    match store.spend_connect_attempt(&attempt.ticket_digest, now).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return gone(),
+        Err(e) => return unavailable(&e),
+    }
+    let secret = CredentialSecret { token: key, refresh_token: None };
     match store
         .add_credential(&service.id, Some(&attempt.user_id), &secret, None, attempt.profile_id.as_deref(), now)
         .await

@@ -23,6 +23,9 @@ pub enum ServiceKind {
     },
     /// A key the user pastes into a form.
     ApiKey,
+    /// A user name and password the user types into a form, handed over as `base64(user:password)`
+    /// (HTTP basic authentication: use the header template `Basic {token}`).
+    Basic,
 }
 
 /// A third-party service of an account, and how its credential reaches upstreams.
@@ -101,6 +104,7 @@ impl Store {
                 }
             }
             "API_KEY" => ServiceKind::ApiKey,
+            "BASIC" => ServiceKind::Basic,
             other => return Err(corrupt(format!("kind {other}"))),
         };
         Ok(Service {
@@ -117,7 +121,7 @@ impl Store {
     pub async fn create_service(&self, service: &Service, now: UnixTime) -> Result<()> {
         let revocation_url = match &service.kind {
             ServiceKind::OAuth2 { revocation_url, .. } => revocation_url.clone(),
-            ServiceKind::ApiKey => None,
+            ServiceKind::ApiKey | ServiceKind::Basic => None,
         };
         let (kind, authorize_url, token_url, client_id, secret, scopes) = match &service.kind {
             ServiceKind::OAuth2 { authorize_url, token_url, client_id, client_secret, scopes, .. } => (
@@ -131,6 +135,7 @@ impl Store {
                 Some(scopes.clone()),
             ),
             ServiceKind::ApiKey => ("API_KEY", None, None, None, None, None),
+            ServiceKind::Basic => ("BASIC", None, None, None, None, None),
         };
         sqlx::query(
             "INSERT INTO services (id, account_id, name, kind, authorize_url, token_url, client_id, sealed_client_secret, \

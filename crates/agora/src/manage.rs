@@ -396,8 +396,11 @@ pub enum ServiceCommand {
         /// What upstream servers name with `agora admin server add --service`.
         #[arg(long)]
         name: String,
-        #[arg(long, conflicts_with_all = ["authorize_url", "token_url", "client_id"])]
+        #[arg(long, conflicts_with_all = ["authorize_url", "token_url", "client_id", "basic"])]
         api_key: bool,
+        /// A user name and password, sent as `base64(user:password)` (use --header-template "Basic {token}").
+        #[arg(long, conflicts_with_all = ["authorize_url", "token_url", "client_id"])]
+        basic: bool,
         #[arg(long)]
         authorize_url: Option<String>,
         #[arg(long)]
@@ -431,6 +434,7 @@ pub async fn service(store: agora_store::Store, command: ServiceCommand, now: i6
             account,
             name,
             api_key,
+            basic,
             authorize_url,
             token_url,
             client_id,
@@ -441,7 +445,8 @@ pub async fn service(store: agora_store::Store, command: ServiceCommand, now: i6
             header_template,
             env,
         } => {
-            let kind = match (api_key, authorize_url, token_url, client_id) {
+            let kind = match (api_key || basic, authorize_url, token_url, client_id) {
+                (true, None, None, None) if basic => ServiceKind::Basic,
                 (true, None, None, None) => ServiceKind::ApiKey,
                 (false, Some(authorize_url), Some(token_url), Some(client_id)) => {
                     let client_secret = if client_secret_stdin {
@@ -458,7 +463,7 @@ pub async fn service(store: agora_store::Store, command: ServiceCommand, now: i6
                 }
                 _ => {
                     return Err(AppError::Usage(
-                        "give --api-key, or --authorize-url, --token-url and --client-id".into(),
+                        "give --api-key, --basic, or --authorize-url, --token-url and --client-id".into(),
                     ));
                 }
             };
