@@ -1,5 +1,6 @@
 //! Audit entries of hub tool calls, written off the request path: calls hand entries to a
-//! background writer that stores them in batches (one transaction each). Shutdown flushes it.
+//! background writer that stores them in batches (one transaction each, at most `LINGER` after the
+//! first entry). Shutdown flushes it; a crash loses at most that last moment's entries.
 
 use agora_store::{AuditEntry, Store};
 use tokio::sync::{mpsc, oneshot};
@@ -8,6 +9,8 @@ use tokio::sync::{mpsc, oneshot};
 /// take the hub's memory with it.
 const BACKLOG: usize = 10_000;
 const BATCH: usize = 256;
+/// How long the writer waits for more entries before committing a batch.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 enum Command {
     Record(AuditEntry),
@@ -23,17 +26,23 @@ impl AuditLog {
     pub fn start(store: Store) -> Self {
         let (commands, mut inbox) = mpsc::channel(BACKLOG);
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            while let Some(command) = inbox.recv().await {
+            while let Some(first) = inbox.recv().await {
+                // Group commit: entries arriving within the linger share one transaction (one sync
+                // to disk) instead of paying one each; a flush ends the wait at once.
+                let mut pending = vec![first];
+                let deadline = tokio::time::Instant::now() + LINGER;
+                while pending.len() < BATCH && !matches!(pending.last(), Some(Command::Flush(_))) {
+                    match tokio::time::timeout_at(deadline, inbox.recv()).await {
+                        Ok(Some(command)) => pending.push(command),
+                        _ => break,
+                    }
+                }
+                let mut batch = Vec::with_capacity(pending.len());
                 let mut flushed = Vec::new();
-                let mut next = Some(command);
-                while let Some(command) = next.take() {
+                for command in pending {
                     match command {
                         Command::Record(entry) => batch.push(entry),
                         Command::Flush(done) => flushed.push(done),
-                    }
-                    if batch.len() < BATCH {
-                        next = inbox.try_recv().ok();
                     }
                 }
                 if !batch.is_empty()
@@ -41,7 +50,6 @@ impl AuditLog {
                 {
                     tracing::error!(error = %e, entries = batch.len(), "cannot write audit entries");
                 }
-                batch.clear();
                 for done in flushed {
                     let _ = done.send(());
                 }
