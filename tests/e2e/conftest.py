@@ -14,3 +14,13 @@ def agora(request):
     server = Agora(request.param, env={"AGORA_ALLOW_LOOPBACK_FETCH": "true"})
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module")
+def idp():
+    """A test OpenID provider on loopback, for token exchange (tests needing a fresh one per test define their own)."""
+    from idp import IdentityProvider
+
+    provider = IdentityProvider()
+    yield provider
+    provider.close()

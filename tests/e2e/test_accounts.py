@@ -10,24 +10,8 @@ import time
 import pytest
 import requests
 
-from agora import Agora
-from idp import IdentityProvider
 from test_exchange import app, exchange
 from test_hub import RawSession, message_of
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def agora(request):
-    server = Agora(request.param, env={"AGORA_ALLOW_LOOPBACK_FETCH": "true", "AGORA_LOG": "info,rmcp=warn"})
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def idp():
-    provider = IdentityProvider()
-    yield provider
-    provider.close()
 
 
 INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {

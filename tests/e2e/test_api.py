@@ -7,24 +7,8 @@ import time
 import pytest
 import requests
 
-from agora import Agora
-from idp import IdentityProvider
 from test_accounts import eventually, initialize
 from test_exchange import app, exchange
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def agora(request):
-    server = Agora(request.param, env={"AGORA_ALLOW_LOOPBACK_FETCH": "true", "AGORA_LOG": "info,rmcp=warn"})
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def idp():
-    provider = IdentityProvider()
-    yield provider
-    provider.close()
 
 
 @pytest.fixture(scope="module")

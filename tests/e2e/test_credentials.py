@@ -19,7 +19,6 @@ from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 
 from agora import Agora, Browser
-from idp import IdentityProvider
 from test_accounts import Tenant, call, eventually, initialize, tools_of, value_of
 from test_exchange import exchange
 from test_hub import RawSession, free_port, wait_for_port
@@ -43,13 +42,6 @@ def echo():
     yield f"http://127.0.0.1:{port}/mcp"
     process.terminate()
     process.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def idp():
-    server = IdentityProvider()
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -141,13 +141,7 @@ impl FromRequestParts<Arc<Api>> for User {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> ApiResult<Self> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
+        let token = agora_oauth::extract::bearer(&parts.headers)
             .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
         let claims = api.auth.verify_access_token_cached(token).await.map_err(ApiError::Unauthorized)?;
         // A client's own token (client credentials) acts for no user.

@@ -5,7 +5,7 @@
 use agora_core::UnixTime;
 use agora_core::account::{AccountKind, Invitation, Role};
 use agora_core::client::{AuthMethod, ClientOrigin, GrantType};
-use agora_core::profile::Profile;
+use agora_core::profile::{PERSONAL_TOKEN_PREFIX, Profile};
 use agora_core::toolkit::ToolSelection;
 use agora_store::secret::{random_token, token_digest};
 use agora_store::{AuditEntry, NewAccount, NewClient, PersonalToken, Store, StoreError, Toolkit};
@@ -13,8 +13,6 @@ use serde_json::{Value, json};
 
 /// The longest a personal token may live.
 pub const MAX_PERSONAL_TOKEN_DAYS: i64 = 30;
-/// Personal access tokens carry this prefix, so secret scanners can find leaked ones.
-pub const PERSONAL_TOKEN_PREFIX: &str = "agora_pat_";
 
 /// Who asks for an operation.
 #[derive(Clone, Debug)]

@@ -3,6 +3,9 @@
 
 use crate::account::{Account, Role};
 
+/// Personal access tokens carry this prefix, so secret scanners can find leaked ones.
+pub const PERSONAL_TOKEN_PREFIX: &str = "agora_pat_";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Profile {
     /// A UUID: what `civic_profile`, `x-civic-profile-id` and personal tokens name.

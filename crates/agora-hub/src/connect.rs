@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
+use agora_oauth::extract::{cookie, set_cookie};
 use agora_oauth::pages::{escape, page};
 use agora_store::secret::{random_token, token_digest};
-use agora_store::{CredentialSecret, ServiceKind};
+use agora_store::{ConnectAttempt, CredentialSecret, Service, ServiceKind};
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -53,19 +54,27 @@ fn unavailable(error: &dyn std::fmt::Display) -> Response {
     page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "<p>Something went wrong on our side. Try again shortly.</p>")
 }
 
-async fn start(State(credentials): State<Arc<Credentials>>, Path(ticket): Path<String>) -> Response {
+/// The live connect attempt a ticket names, and its service; or the page to answer with.
+async fn attempt_of(credentials: &Credentials, ticket: &str) -> Result<(ConnectAttempt, Service), Response> {
     let store = credentials.store();
-    let now = agora_oauth::now();
-    let attempt = match store.connect_attempt(&token_digest(&ticket), now).await {
+    let attempt = match store.connect_attempt(&token_digest(ticket), agora_oauth::now()).await {
         Ok(Some(attempt)) => attempt,
-        Ok(None) => return gone(),
-        Err(e) => return unavailable(&e),
+        Ok(None) => return Err(gone()),
+        Err(e) => return Err(unavailable(&e)),
     };
-    let service = match store.service(&attempt.service_id).await {
-        Ok(Some(service)) => service,
-        Ok(None) => return gone(),
-        Err(e) => return unavailable(&e),
+    match store.service(&attempt.service_id).await {
+        Ok(Some(service)) => Ok((attempt, service)),
+        Ok(None) => Err(gone()),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
+async fn start(State(credentials): State<Arc<Credentials>>, Path(ticket): Path<String>) -> Response {
+    let (attempt, service) = match attempt_of(&credentials, &ticket).await {
+        Ok(found) => found,
+        Err(page) => return page,
     };
+    let store = credentials.store();
     match &service.kind {
         ServiceKind::ApiKey => page(
             StatusCode::OK,
@@ -107,11 +116,9 @@ async fn start(State(credentials): State<Arc<Credentials>>, Path(ticket): Path<S
             if !scopes.is_empty() {
                 target.query_pairs_mut().append_pair("scope", scopes);
             }
-            let secure = if credentials.base().starts_with("https://") { "; Secure" } else { "" };
-            let cookie =
-                format!("{BROWSER_COOKIE}={browser}; Path={CONNECT_PATH}; Max-Age=900; HttpOnly; SameSite=Lax{secure}");
+            let secure = credentials.base().starts_with("https://");
             let mut response = Redirect::to(target.as_str()).into_response();
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
+            if let Ok(value) = HeaderValue::from_str(&set_cookie(BROWSER_COOKIE, &browser, 900, secure)) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
             }
             response
@@ -132,18 +139,11 @@ async fn submit_key(
     Path(ticket): Path<String>,
     Form(form): Form<KeyForm>,
 ) -> Response {
-    let store = credentials.store();
-    let now = agora_oauth::now();
-    let attempt = match store.connect_attempt(&token_digest(&ticket), now).await {
-        Ok(Some(attempt)) => attempt,
-        Ok(None) => return gone(),
-        Err(e) => return unavailable(&e),
+    let (attempt, service) = match attempt_of(&credentials, &ticket).await {
+        Ok(found) => found,
+        Err(page) => return page,
     };
-    let service = match store.service(&attempt.service_id).await {
-        Ok(Some(service)) => service,
-        Ok(None) => return gone(),
-        Err(e) => return unavailable(&e),
-    };
+    let (store, now) = (credentials.store(), agora_oauth::now());
     let key = match (&service.kind, form.api_key.as_deref(), form.username.as_deref(), form.password.as_deref()) {
         (ServiceKind::ApiKey, Some(key), None, None) if !key.trim().is_empty() && key.len() <= 4096 => {
             key.trim().to_owned()
@@ -180,17 +180,6 @@ struct Callback {
     error: Option<String>,
 }
 
-fn browser_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == BROWSER_COOKIE)
-        .map(|(_, value)| value.to_owned())
-}
-
 async fn callback(
     State(credentials): State<Arc<Credentials>>,
     headers: HeaderMap,
@@ -205,7 +194,7 @@ async fn callback(
         Ok(_) => return failed("this sign-in is unknown, expired or already finished; retry the tool for a new link"),
         Err(e) => return unavailable(&e),
     };
-    if browser_cookie(&headers).map(|b| token_digest(&b)) != attempt.browser_digest {
+    if cookie(&headers, BROWSER_COOKIE).map(token_digest) != attempt.browser_digest {
         return failed("this sign-in was started in another browser; open the connect link here");
     }
     if let Some(error) = callback.error {

@@ -178,15 +178,9 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
     if !request.uri().path().starts_with(HUB_PATH) {
         return next.run(request).await;
     }
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
+    let token = agora_oauth::extract::bearer(request.headers()).map(str::to_owned);
     let principal = match token {
-        Some(token) if token.starts_with(PERSONAL_TOKEN_PREFIX) => {
+        Some(token) if token.starts_with(agora_core::profile::PERSONAL_TOKEN_PREFIX) => {
             match hub.policy.personal_token(&agora_store::secret::token_digest(&token)).await {
                 Ok(Some(personal)) => {
                     Principal { subject: personal.user_id, client_id: None, locked_profile: Some(personal.profile_id) }
@@ -248,9 +242,6 @@ fn asked(request: &Request) -> policy::Asked {
         query_lock: query.get("lock").map(|v| v == "true"),
     }
 }
-
-/// Personal access tokens carry this prefix, so secret scanners can find leaked ones.
-pub const PERSONAL_TOKEN_PREFIX: &str = "agora_pat_";
 
 fn unavailable(error: &dyn std::fmt::Display) -> Response {
     tracing::error!(%error, "hub request cannot be authorized");

@@ -10,7 +10,7 @@ mod client_auth;
 mod endpoints;
 pub mod error;
 mod exchange;
-mod extract;
+pub mod extract;
 mod federation;
 mod fetch;
 pub mod keys;
