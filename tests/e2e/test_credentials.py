@@ -7,9 +7,11 @@ hub's database holds no credential in plain text. On SQLite and PostgreSQL."""
 import asyncio
 import base64
 import os
+import re
 import secrets
 import subprocess
 import sys
+import time
 import urllib.parse
 
 import httpx2
@@ -46,7 +48,8 @@ def echo():
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def setup(request, provider, echo, idp):
-    hub = Agora(request.param, env={"AGORA_ALLOW_LOOPBACK_FETCH": "true", "AGORA_LOG": "info,rmcp=warn"})
+    # Statements are logged (their text, never bound values) for the query count below.
+    hub = Agora(request.param, env={"AGORA_ALLOW_LOOPBACK_FETCH": "true", "AGORA_LOG": "info,rmcp=warn,sqlx::query=debug"})
     tenant = Tenant(hub, idp, [("--server", "echo", "--tool", "*")])
     app = provider.create_client(name="hub-connect", redirect=hub.url("/connect/callback"))
     hub.cli("admin", "service", "add", "--account", tenant.id, "--name", "prov",
@@ -176,15 +179,67 @@ def test_expiring_tokens_are_refreshed_and_failed_refresh_asks_to_reconnect(setu
     first = dee.whoami()["content"][0]["text"]
 
     # The access token is about to expire: the next call refreshes it first, unnoticed.
-    hub.sql("UPDATE credentials SET expires_at = 1")
+    expire_credentials(hub)
     refreshed = dee.whoami()
     assert not refreshed["isError"] and refreshed["content"][0]["text"] != first
     assert dee.provider_email(refreshed["content"][0]["text"]) == dee.email
 
     # The provider no longer honours the refresh token (the user is gone there): connect again.
     provider.cli("admin", "user", "disable", "--email", dee.email)
-    hub.sql("UPDATE credentials SET expires_at = 1")
+    expire_credentials(hub)
     assert link_in(dee.whoami()).startswith(hub.url("/connect/"))
+
+
+def expire_credentials(hub):
+    """Time passes: every stored token is due for a refresh. Hubs cache resolutions until the token's refresh
+    time or the next policy epoch; the epoch is bumped as a replica's change would, and the hub polls it each second."""
+    hub.sql("UPDATE credentials SET expires_at = 1")
+    hub.sql("UPDATE policy_epoch SET epoch = epoch + 1 WHERE id = 1")
+    time.sleep(1.5)
+
+
+def statements(hub):
+    """The SQL statements the hub has run so far, in order (sqlx's debug log)."""
+    return re.findall(r'sqlx::query: summary="([^"]*)"', hub.server_log())
+
+
+def test_steady_state_hub_calls_query_nothing(setup, idp, provider):
+    """After warm-up, 1,000 calls through the hub (token, admission, profile, toolkit, the caller's stored
+    credential, the upstream connection) run no statement of their own: all that runs meanwhile is background
+    work (epoch polls, the upstream-set refresh, audit entries written in groups)."""
+    hub, tenant = setup
+    hal = Member(hub, tenant, idp, provider, "hal")
+    eventually(lambda: initialize(hub, hal.token).status_code == 200, "admitted")
+    browser, callback = hal.connect(link_in(hal.whoami()))
+    assert browser.get(callback).status_code == 200
+    session = RawSession(hub, hal.token)
+    for _ in range(20):
+        assert call(session, "echo_whoami", {})["result"]["isError"] is False
+    time.sleep(1.5)  # past the epoch poll that follows the connect's policy change
+
+    before = len(statements(hub))
+    started = time.time()
+    for _ in range(1000):
+        assert call(session, "echo_whoami", {})["result"]["isError"] is False
+    elapsed = time.time() - started
+    time.sleep(0.3)  # the last audit group commits
+    ran = statements(hub)[before:]
+
+    background = {
+        "SELECT epoch FROM policy_epoch": 2 * (elapsed + 1),
+        "SELECT epoch FROM revocation_epoch": 2 * (elapsed + 1),
+        "SELECT id, name, transport": elapsed / 5 + 2,  # the upstream set, re-read every 5 s
+        # Audit entries, one statement per group of up to 50 ms, each its own transaction.
+        "INSERT INTO audit_log": elapsed / 0.05 + 2,
+        "BEGIN": elapsed / 0.05 + 2,
+        "COMMIT": elapsed / 0.05 + 2,
+    }
+    counts = {prefix: sum(1 for s in ran if s.startswith(prefix)) for prefix in background}
+    others = [s for s in ran if not any(s.startswith(prefix) for prefix in background)]
+    assert others == [], f"statements on the request path: {sorted(set(others))}"
+    for prefix, bound in background.items():
+        assert counts[prefix] <= bound, (prefix, counts[prefix], elapsed)
+    assert len(tenant.audit()) >= 1000
 
 
 def test_shared_keys_assignments_disconnect_and_bad_input(setup, idp, provider, echo):

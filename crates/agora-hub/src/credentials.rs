@@ -2,6 +2,8 @@
 //! caller's user and profile (agora-core's rule), refreshed at the provider shortly before it
 //! expires, or, when there is none, a connect link for the user.
 
+use std::collections::HashMap;
+
 use agora_core::credential;
 use agora_oauth::provider::ProviderClient;
 use agora_store::secret::{random_token, token_digest};
@@ -45,11 +47,38 @@ pub struct Credentials {
     store: Store,
     base: String,
     provider: ProviderClient,
+    /// Resolutions by who asks for which service through which profile, each good while the policy
+    /// epoch it was made under holds (every credential, assignment and service change moves it)
+    /// and its token is not due for a refresh.
+    resolved: std::sync::Mutex<HashMap<ResolutionKey, CachedResolution>>,
 }
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ResolutionKey {
+    account_id: String,
+    profile_id: String,
+    locked: bool,
+    user: String,
+    service: String,
+}
+
+struct CachedResolution {
+    epoch: i64,
+    refresh_at: Option<i64>,
+    resolved: Resolved,
+}
+
+/// Resolutions kept before the cache starts over.
+const MAX_CACHED_RESOLUTIONS: usize = 100_000;
 
 impl Credentials {
     pub fn new(store: Store, base: &str) -> Self {
-        Self { store, base: base.trim_end_matches('/').to_owned(), provider: ProviderClient::new() }
+        Self {
+            store,
+            base: base.trim_end_matches('/').to_owned(),
+            provider: ProviderClient::new(),
+            resolved: Default::default(),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -66,6 +95,45 @@ impl Credentials {
 
     /// The credential `user` uses for `service_name` in the request's account and profile.
     pub async fn resolve(&self, scope: &Scope, user: &str, service_name: &str) -> Result<Resolved, CredentialError> {
+        let key = ResolutionKey {
+            account_id: scope.account_id.clone(),
+            profile_id: scope.profile_id.clone(),
+            locked: scope.locked,
+            user: user.to_owned(),
+            service: service_name.to_owned(),
+        };
+        let now = agora_oauth::now();
+        if let Some(epoch) = scope.epoch
+            && let Some(cached) = self.cache().get(&key)
+            && cached.epoch == epoch
+            && cached.refresh_at.is_none_or(|at| now < at)
+        {
+            return Ok(cached.resolved.clone());
+        }
+        let (resolved, expires_at) = self.resolve_stored(scope, user, service_name).await?;
+        if let Some(epoch) = scope.epoch {
+            let mut cache = self.cache();
+            if cache.len() >= MAX_CACHED_RESOLUTIONS {
+                cache.clear();
+            }
+            let refresh_at = expires_at.map(|at| at - REFRESH_MARGIN_SECS);
+            cache.insert(key, CachedResolution { epoch, refresh_at, resolved: resolved.clone() });
+        }
+        Ok(resolved)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<ResolutionKey, CachedResolution>> {
+        self.resolved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolution from the database, refreshing a token about to expire; also says when the
+    /// token expires.
+    async fn resolve_stored(
+        &self,
+        scope: &Scope,
+        user: &str,
+        service_name: &str,
+    ) -> Result<(Resolved, Option<i64>), CredentialError> {
         let service = self
             .store
             .service_by_name(&scope.account_id, service_name)
@@ -75,7 +143,7 @@ impl Credentials {
         let Some(chosen) = credential::resolve(&facts, user, &scope.profile_id, scope.locked) else {
             return Err(self.connect_needed(&service, scope, user).await?);
         };
-        let Some((mut secret, expires_at)) = self.store.credential_secret(&chosen.id).await? else {
+        let Some((mut secret, mut expires_at)) = self.store.credential_secret(&chosen.id).await? else {
             return Err(self.connect_needed(&service, scope, user).await?);
         };
         let mut version = chosen.updated_at;
@@ -84,13 +152,13 @@ impl Credentials {
             match self.refresh(&service, &secret).await {
                 Some((fresh, fresh_expiry)) => {
                     self.store.update_credential(&chosen.id, &fresh, fresh_expiry, now).await?;
-                    (secret, version) = (fresh, now);
+                    (secret, version, expires_at) = (fresh, now, fresh_expiry);
                 }
                 // Only a failed refresh asks the user to connect again.
                 None => return Err(self.connect_needed(&service, scope, user).await?),
             }
         }
-        Ok(Resolved {
+        let resolved = Resolved {
             credential_id: chosen.id.clone(),
             version: version.to_string(),
             header: Injection::Header {
@@ -98,7 +166,8 @@ impl Credentials {
                 value: service.header_template.replace("{token}", &secret.token),
             },
             env: service.env_name.clone().map(|name| Injection::Env { name, value: secret.token.clone() }),
-        })
+        };
+        Ok((resolved, expires_at))
     }
 
     /// A connect link for the user: a one-time ticket naming the user, service and (when locked)

@@ -3,10 +3,9 @@
 
 #![allow(deprecated)] // sampling, roots, logging and resource subscriptions are deprecated by SEP-2577, yet in use
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use agora_core::toolkit::{self, OfferedTool, VisibleTool};
+use agora_core::toolkit::{self, VisibleTool};
 use agora_store::AuditEntry;
 
 use rmcp::model::{
@@ -175,16 +174,6 @@ async fn gather(caller: &Caller, requests: InputRequests) -> Result<InputRespons
     answers.into_iter().collect()
 }
 
-/// The tools the request's profile shows, by the name it shows them under.
-fn visible(catalog: &Catalog, scope: &Scope) -> BTreeMap<String, VisibleTool> {
-    let offered: Vec<OfferedTool> = catalog
-        .tools
-        .iter()
-        .map(|(name, (upstream, tool))| OfferedTool { server: &upstream.name, tool: &tool.name, default_name: name })
-        .collect();
-    toolkit::visible_tools(&scope.selections, &offered)
-}
-
 impl HubHandler {
     /// Writes a tool call to the account's audit log (never its arguments).
     #[expect(clippy::too_many_arguments, reason = "one call's facts, gathered in one place")]
@@ -214,12 +203,7 @@ impl HubHandler {
     /// The catalog as the request's profile sees it: prompts, resources and templates only of the
     /// upstreams whose tools it selects (tools are narrowed further by `visible`).
     async fn catalog(&self, caller: &Caller, scope: &Scope) -> Catalog {
-        let mut catalog = self.pool.catalog(caller).await;
-        let selected = |upstream: &Arc<Upstream>| toolkit::server_selected(&scope.selections, &upstream.name);
-        catalog.prompts.retain(|_, (upstream, _)| selected(upstream));
-        catalog.resources.retain(|_, (upstream, _)| selected(upstream));
-        catalog.templates.retain(|(upstream, _)| selected(upstream));
-        catalog
+        self.pool.catalog(caller).await.selected_by(&scope.selections)
     }
 
     async fn resource_owner(&self, caller: &Caller, scope: &Scope, uri: &str) -> Result<Arc<Upstream>, ErrorData> {
@@ -326,17 +310,7 @@ impl ServerHandler for HubHandler {
     ) -> Result<ListToolsResult, ErrorData> {
         let scope = scope(&context)?;
         let catalog = self.pool.catalog(&caller(&context)).await;
-        let tools = visible(&catalog, &scope).into_values().filter_map(|shown| {
-            let (_, tool) = catalog.tools.get(&shown.default_name)?;
-            let mut tool = tool.clone();
-            tool.name = shown.name.into();
-            if let Some(description) = shown.description {
-                tool.description = Some(description.into());
-            }
-            tool.input_schema = Arc::new(toolkit::schema_without_fixed(&tool.input_schema, &shown.fixed_arguments));
-            Some(tool)
-        });
-        Ok(ListToolsResult::with_all_items(tools.collect()))
+        Ok(ListToolsResult::with_all_items(catalog.tool_view(&scope.selections).listed.clone()))
     }
 
     async fn call_tool(
@@ -349,7 +323,8 @@ impl ServerHandler for HubHandler {
         let catalog = self.pool.catalog(&caller).await;
         // A tool the caller may not see answers exactly like one that does not exist.
         let unknown = || ErrorData::invalid_params(format!("Unknown tool: {}", request.name), None);
-        let shown = visible(&catalog, &scope).remove(request.name.as_ref()).ok_or_else(unknown)?;
+        let view = catalog.tool_view(&scope.selections);
+        let shown = view.by_name.get(request.name.as_ref()).ok_or_else(unknown)?;
         let (upstream, tool) = catalog.tools.get(&shown.default_name).ok_or_else(unknown)?;
         let exposed = std::mem::replace(&mut request.name, tool.name.clone());
         request.arguments = toolkit::arguments_with_fixed(request.arguments.take(), &shown.fixed_arguments);
@@ -386,7 +361,7 @@ impl ServerHandler for HubHandler {
                 }
                 // The user (or an administrator) has something to do: say what, in the result.
                 Err(needed) => {
-                    self.record_call(&scope, &caller, &exposed, upstream, &shown, started, "connect_needed");
+                    self.record_call(&scope, &caller, &exposed, upstream, shown, started, "connect_needed");
                     return Ok(CallToolResult::error(vec![ContentBlock::text(needed.to_string())]).into());
                 }
             }
@@ -412,7 +387,7 @@ impl ServerHandler for HubHandler {
                 (Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into()), "upstream_failed")
             }
         };
-        self.record_call(&scope, &caller, tool, upstream, &shown, started, outcome_name);
+        self.record_call(&scope, &caller, tool, upstream, shown, started, outcome_name);
         response
     }
 

@@ -34,6 +34,9 @@ pub struct Scope {
     pub role: Role,
     pub client_id: Option<String>,
     pub selections: Arc<Vec<ToolSelection>>,
+    /// The policy epoch this was decided under (none before the first poll): what is cached
+    /// with it is good until the epoch moves.
+    pub epoch: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,10 @@ struct Cached {
     accounts_by_client: HashMap<String, Arc<AccountView>>,
     accounts: HashMap<String, Arc<AccountView>>,
     personal_tokens: HashMap<String, Option<PersonalToken>>,
+    /// A profile's account (`None`: no such profile), for personal tokens.
+    profile_accounts: HashMap<String, Option<String>>,
+    /// This process's own policy changes when the epoch was last read.
+    local_changes: u64,
 }
 
 pub struct Policy {
@@ -96,21 +103,23 @@ impl Policy {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match self.store.policy_epoch().await {
-                Ok(epoch) => {
-                    let mut cached = self.cached.write().await;
-                    if cached.epoch != Some(epoch) {
-                        *cached = Cached { epoch: Some(epoch), ..Cached::default() };
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read the policy epoch"),
+            if let Err(e) = self.check_epoch().await {
+                tracing::warn!(error = %e, "cannot read the policy epoch");
             }
         }
     }
 
-    async fn forget(&self) {
+    /// Reads the epoch, and starts over if it moved.
+    async fn check_epoch(&self) -> Result<(), StoreError> {
+        // Counted before reading, so a change committed meanwhile is checked again next time.
+        let local_changes = self.store.local_policy_changes();
+        let epoch = self.store.policy_epoch().await?;
         let mut cached = self.cached.write().await;
-        *cached = Cached::default();
+        if cached.epoch != Some(epoch) {
+            *cached = Cached { epoch: Some(epoch), ..Cached::default() };
+        }
+        cached.local_changes = local_changes;
+        Ok(())
     }
 
     async fn load(&self, account: Account) -> Result<Arc<AccountView>, StoreError> {
@@ -148,6 +157,15 @@ impl Policy {
         Ok(Some(view))
     }
 
+    async fn profile_account(&self, profile_id: &str) -> Result<Option<String>, StoreError> {
+        if let Some(account_id) = self.cached.read().await.profile_accounts.get(profile_id) {
+            return Ok(account_id.clone());
+        }
+        let account_id = self.store.profile(profile_id).await?.map(|p| p.account_id);
+        self.cached.write().await.profile_accounts.insert(profile_id.to_owned(), account_id.clone());
+        Ok(account_id)
+    }
+
     /// A personal token by its digest: live, or `None` (unknown, revoked or expired).
     pub async fn personal_token(&self, digest: &str) -> Result<Option<PersonalToken>, StoreError> {
         let known = self.cached.read().await.personal_tokens.get(digest).cloned();
@@ -164,10 +182,16 @@ impl Policy {
 
     /// The account, admission, profile and tools of a request.
     pub async fn scope(&self, principal: &Principal, asked: &Asked) -> Result<Scope, PolicyError> {
+        // A change made through this process (its API, connect pages) applies at once; one made
+        // elsewhere within the poll interval.
+        if self.cached.read().await.local_changes != self.store.local_policy_changes() {
+            self.check_epoch().await?;
+        }
+        let epoch = self.cached.read().await.epoch;
         // A personal token's account is its profile's; any other caller's, its client's.
         let view = match (&principal.client_id, &principal.locked_profile) {
-            (None, Some(profile)) => match self.store.profile(profile).await? {
-                Some(profile) => self.account(&profile.account_id).await?,
+            (None, Some(profile)) => match self.profile_account(profile).await? {
+                Some(account_id) => self.account(&account_id).await?,
                 None => None,
             },
             (client, _) => self.account_for_client(client.as_deref()).await?,
@@ -197,9 +221,9 @@ impl Policy {
                 if let Admission::Invited { invitation_id, .. } = &admission
                     && let Some(invitation) = view.invitations.iter().find(|i| &i.id == invitation_id)
                 {
-                    // Accepting makes a member; every replica's cache learns it from the epoch.
+                    // Accepting makes a member; every replica's cache learns it from the epoch
+                    // (this one on its next request).
                     self.store.accept_invitation(invitation, &principal.subject, agora_oauth::now()).await?;
-                    self.forget().await;
                 }
                 admission
             }
@@ -221,6 +245,7 @@ impl Policy {
             role: admission.role(),
             client_id: principal.client_id.clone(),
             selections,
+            epoch,
         })
     }
 }

@@ -3,9 +3,11 @@
 //! reconnected on the next use) when it fails. One broken upstream never fails the others.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use agora_core::toolkit::{self, OfferedTool, ToolSelection, VisibleTool};
 use agora_store::{HttpProtocol, Store, UpstreamServer, UpstreamTransport};
 use rmcp::model::{
     ClientCapabilities, ClientRequest, Prompt, ProtocolVersion, RequestMetaObject, Resource, ResourceTemplate,
@@ -27,7 +29,7 @@ use crate::relay::{LaneEvents, ListChange, Relay, cancel_upstream};
 
 /// How long a listing is reused before it is asked for again.
 const LISTING_TTL: Duration = Duration::from_secs(30);
-/// How long the set of configured upstreams is reused before the database is read again.
+/// How long the set of configured upstreams is used before it is read again from the database.
 const SPECS_TTL: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -244,6 +246,7 @@ pub struct Upstream {
     health: std::sync::Mutex<Health>,
     local: Arc<LocalServers>,
     changes: tokio::sync::broadcast::Sender<ListChange>,
+    http: reqwest::Client,
 }
 
 /// Failure streak, for restart backoff.
@@ -287,7 +290,12 @@ impl Drop for PendingRequest {
 }
 
 impl Upstream {
-    fn new(source: Source, local: Arc<LocalServers>, changes: tokio::sync::broadcast::Sender<ListChange>) -> Self {
+    fn new(
+        source: Source,
+        local: Arc<LocalServers>,
+        changes: tokio::sync::broadcast::Sender<ListChange>,
+        http: reqwest::Client,
+    ) -> Self {
         let (name, prefix, timeout_ms) = match &source {
             Source::Configured(s) => (s.name.clone(), s.tool_prefix.clone(), s.timeout_ms),
             Source::Demo => ("demo".to_owned(), Some("demo".to_owned()), 10_000),
@@ -302,6 +310,7 @@ impl Upstream {
             health: Default::default(),
             local,
             changes,
+            http,
         }
     }
 
@@ -407,7 +416,7 @@ impl Upstream {
                                 let config = StreamableHttpClientTransportConfig::with_uri(url.clone()).custom_headers(
                                     header_map.into_iter().filter_map(|(k, v)| Some((k?, v))).collect(),
                                 );
-                                let transport = StreamableHttpClientTransport::from_config(config);
+                                let transport = StreamableHttpClientTransport::with_client(self.http.clone(), config);
                                 events.serve_with_lifecycle(transport, lifecycle).await.map_err(failed)
                             }
                             HttpProtocol::LegacySse => {
@@ -598,7 +607,13 @@ pub struct UpstreamPool {
     local: Arc<LocalServers>,
     /// List changes reported by any upstream, for the hub's `subscriptions/listen` streams.
     pub changes: tokio::sync::broadcast::Sender<ListChange>,
+    /// One HTTP client for every remote upstream, so connections are kept alive and reused (rmcp's
+    /// default client opens a new connection per request).
+    http: reqwest::Client,
     state: RwLock<(Vec<Arc<Upstream>>, Option<Instant>)>,
+    /// A background re-read of the upstream set is under way.
+    reloading: AtomicBool,
+    catalog: std::sync::Mutex<Option<CachedCatalog>>,
 }
 
 impl UpstreamPool {
@@ -608,26 +623,51 @@ impl UpstreamPool {
             demo,
             local: Arc::new(LocalServers::new(max_local_servers.max(1))),
             changes: tokio::sync::broadcast::channel(64).0,
+            http: reqwest::Client::builder()
+                // Configured URLs are used as they are: a redirect would replay the session id and
+                // credential headers to wherever it points.
+                .redirect(reqwest::redirect::Policy::none())
+                .tcp_nodelay(true)
+                .build()
+                .unwrap_or_default(),
             state: RwLock::new((Vec::new(), None)),
+            reloading: AtomicBool::new(false),
+            catalog: Default::default(),
         }
     }
 
-    pub async fn upstreams(&self) -> Vec<Arc<Upstream>> {
+    /// The upstreams as last loaded. The first use loads them; later, a set older than
+    /// `SPECS_TTL` is still served while it is re-read in the background, so requests never wait
+    /// on the database for it.
+    pub async fn upstreams(self: &Arc<Self>) -> Vec<Arc<Upstream>> {
         {
             let state = self.state.read().await;
-            if state.1.is_some_and(|at| at.elapsed() < SPECS_TTL) {
+            if let Some(loaded) = state.1 {
+                if loaded.elapsed() >= SPECS_TTL && !self.reloading.swap(true, Ordering::AcqRel) {
+                    let pool = self.clone();
+                    tokio::spawn(async move {
+                        pool.reload(true).await;
+                        pool.reloading.store(false, Ordering::Release);
+                    });
+                }
                 return state.0.clone();
             }
         }
+        self.reload(false).await
+    }
+
+    async fn reload(&self, even_if_loaded: bool) -> Vec<Arc<Upstream>> {
+        // Read before locking: requests keep using the current set meanwhile.
+        let specs = self.store.upstreams().await;
         let mut state = self.state.write().await;
-        if state.1.is_some_and(|at| at.elapsed() < SPECS_TTL) {
+        if state.1.is_some() && !even_if_loaded {
             return state.0.clone();
         }
         let mut wanted: Vec<Source> = Vec::new();
         if self.demo {
             wanted.push(Source::Demo);
         }
-        match self.store.upstreams().await {
+        match specs {
             Ok(specs) => wanted.extend(specs.into_iter().map(Source::Configured)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot load upstream servers; keeping the previous set");
@@ -640,7 +680,12 @@ impl UpstreamPool {
         for source in wanted {
             match state.0.iter().find(|u| u.source == source) {
                 Some(existing) => next.push(existing.clone()),
-                None => next.push(Arc::new(Upstream::new(source, self.local.clone(), self.changes.clone()))),
+                None => next.push(Arc::new(Upstream::new(
+                    source,
+                    self.local.clone(),
+                    self.changes.clone(),
+                    self.http.clone(),
+                ))),
             }
         }
         for old in state.0.iter().filter(|old| !next.iter().any(|n| Arc::ptr_eq(n, old))) {
@@ -674,19 +719,83 @@ impl UpstreamPool {
     }
 
     /// Everything the upstreams offer, under the names clients see. Upstreams that fail are left
-    /// out and logged; a name (or resource URI) already taken is not exposed twice.
-    pub async fn catalog(&self, caller: &Caller) -> Catalog {
+    /// out and logged; a name (or resource URI) already taken is not exposed twice. The merged
+    /// catalog is rebuilt only when the set of upstreams or one of their listings changed.
+    pub async fn catalog(self: &Arc<Self>, caller: &Caller) -> Arc<Catalog> {
         let upstreams = self.upstreams().await;
         let listings = futures_util::future::join_all(upstreams.iter().map(|u| u.listing(caller))).await;
+        let listings: Vec<Option<Arc<Listing>>> = upstreams
+            .iter()
+            .zip(listings)
+            .map(|(upstream, listing)| {
+                listing
+                    .inspect_err(
+                        |e| tracing::warn!(upstream = %upstream.name, error = %e, "upstream unavailable for listing"),
+                    )
+                    .ok()
+            })
+            .collect();
+        let mut cached = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cached) = cached.as_ref().filter(|c| c.built_from(&upstreams, &listings)) {
+            return cached.catalog.clone();
+        }
+        let catalog = Arc::new(Catalog::merge(&upstreams, &listings));
+        *cached = Some(CachedCatalog { upstreams, listings, catalog: catalog.clone() });
+        catalog
+    }
+}
+
+/// The last merged catalog and what it was merged from. Holding the `Arc`s keeps their addresses
+/// from being reused, so pointer equality is a safe test of "unchanged".
+struct CachedCatalog {
+    upstreams: Vec<Arc<Upstream>>,
+    listings: Vec<Option<Arc<Listing>>>,
+    catalog: Arc<Catalog>,
+}
+
+impl CachedCatalog {
+    fn built_from(&self, upstreams: &[Arc<Upstream>], listings: &[Option<Arc<Listing>>]) -> bool {
+        let same_listing = |a: &Option<Arc<Listing>>, b: &Option<Arc<Listing>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.upstreams.len() == upstreams.len()
+            && self.upstreams.iter().zip(upstreams).all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.listings.len() == listings.len()
+            && self.listings.iter().zip(listings).all(|(a, b)| same_listing(a, b))
+    }
+}
+
+/// The hub's merged view of its upstreams.
+#[derive(Default)]
+pub struct Catalog {
+    pub tools: BTreeMap<String, (Arc<Upstream>, Tool)>,
+    pub prompts: BTreeMap<String, (Arc<Upstream>, Prompt)>,
+    pub resources: BTreeMap<String, (Arc<Upstream>, Resource)>,
+    pub templates: Vec<(Arc<Upstream>, ResourceTemplate)>,
+    /// Tool views by the address of the selections they were made for (kept alive beside them).
+    views: std::sync::Mutex<HashMap<usize, ViewEntry>>,
+}
+
+type ViewEntry = (Arc<Vec<ToolSelection>>, Arc<ToolView>);
+
+/// The tools one set of selections shows: worked out once per catalog, not per request.
+pub struct ToolView {
+    /// By the name the client sees.
+    pub by_name: HashMap<String, VisibleTool>,
+    /// What `tools/list` answers, in name order.
+    pub listed: Vec<Tool>,
+}
+
+/// Selections seen per catalog before the view cache starts over (a policy change makes new ones).
+const MAX_VIEWS: usize = 1024;
+
+impl Catalog {
+    fn merge(upstreams: &[Arc<Upstream>], listings: &[Option<Arc<Listing>>]) -> Self {
         let mut catalog = Catalog::default();
         for (upstream, listing) in upstreams.iter().zip(listings) {
-            let listing = match listing {
-                Ok(listing) => listing,
-                Err(e) => {
-                    tracing::warn!(upstream = %upstream.name, error = %e, "upstream unavailable for listing");
-                    continue;
-                }
-            };
+            let Some(listing) = listing else { continue };
             for tool in &listing.tools {
                 insert_once(&mut catalog.tools, upstream.exposed_name(&tool.name), upstream, tool.clone());
             }
@@ -703,18 +812,63 @@ impl UpstreamPool {
         }
         catalog
     }
-}
 
-/// The hub's merged view of its upstreams.
-#[derive(Default)]
-pub struct Catalog {
-    pub tools: BTreeMap<String, (Arc<Upstream>, Tool)>,
-    pub prompts: BTreeMap<String, (Arc<Upstream>, Prompt)>,
-    pub resources: BTreeMap<String, (Arc<Upstream>, Resource)>,
-    pub templates: Vec<(Arc<Upstream>, ResourceTemplate)>,
-}
+    /// Prompts, resources and templates of the upstreams whose tools `selections` select (tools
+    /// are narrowed further, per tool, by [`Catalog::tool_view`]).
+    pub fn selected_by(&self, selections: &[ToolSelection]) -> Catalog {
+        let selected = |upstream: &Arc<Upstream>| toolkit::server_selected(selections, &upstream.name);
+        fn keep<T: Clone>(
+            items: &BTreeMap<String, (Arc<Upstream>, T)>,
+            selected: impl Fn(&Arc<Upstream>) -> bool,
+        ) -> BTreeMap<String, (Arc<Upstream>, T)> {
+            items.iter().filter(|(_, (upstream, _))| selected(upstream)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        }
+        Catalog {
+            prompts: keep(&self.prompts, selected),
+            resources: keep(&self.resources, selected),
+            templates: self.templates.iter().filter(|(upstream, _)| selected(upstream)).cloned().collect(),
+            ..Catalog::default()
+        }
+    }
 
-impl Catalog {
+    /// The tools `selections` show, by the names they show them under.
+    pub fn tool_view(&self, selections: &Arc<Vec<ToolSelection>>) -> Arc<ToolView> {
+        let key = Arc::as_ptr(selections) as usize;
+        if let Some((_, view)) = self.views.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return view.clone();
+        }
+        let offered: Vec<OfferedTool> = self
+            .tools
+            .iter()
+            .map(|(name, (upstream, tool))| OfferedTool {
+                server: &upstream.name,
+                tool: &tool.name,
+                default_name: name,
+            })
+            .collect();
+        let visible = toolkit::visible_tools(selections, &offered);
+        let listed = visible
+            .values()
+            .filter_map(|shown| {
+                let (_, tool) = self.tools.get(&shown.default_name)?;
+                let mut tool = tool.clone();
+                tool.name = shown.name.clone().into();
+                if let Some(description) = &shown.description {
+                    tool.description = Some(description.clone().into());
+                }
+                tool.input_schema = Arc::new(toolkit::schema_without_fixed(&tool.input_schema, &shown.fixed_arguments));
+                Some(tool)
+            })
+            .collect();
+        let view = Arc::new(ToolView { by_name: visible.into_iter().collect(), listed });
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        if views.len() >= MAX_VIEWS {
+            views.clear();
+        }
+        views.insert(key, (selections.clone(), view.clone()));
+        view
+    }
+
     /// The upstream serving `uri`: the one that listed it, else the first whose template's fixed
     /// prefix (the part before the first `{`) it starts with.
     pub fn resource_owner(&self, uri: &str) -> Option<Arc<Upstream>> {

@@ -104,18 +104,27 @@ pub struct NewAccount {
 
 const ACCOUNT_COLUMNS: &str = "id, name, kind, public_access, default_profile";
 
-pub(crate) async fn bump_policy_epoch(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
-    sqlx::query("UPDATE policy_epoch SET epoch = epoch + 1 WHERE id = 1").execute(&mut **tx).await?;
-    Ok(())
-}
-
 impl Store {
+    /// Bumps the policy epoch within `tx` and commits: other replicas notice within their poll,
+    /// this process at once (see [`Store::local_policy_changes`]).
+    pub(crate) async fn commit_policy_change(&self, mut tx: sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+        sqlx::query("UPDATE policy_epoch SET epoch = epoch + 1 WHERE id = 1").execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.local_policy_changes.fetch_add(1, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// How many policy changes this process has committed: a cache that saw a different count
+    /// re-reads the epoch before trusting itself.
+    pub fn local_policy_changes(&self) -> u64 {
+        self.local_policy_changes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Runs one statement that changes policy data, bumping the policy epoch with it.
-    async fn policy_change(&self, query: AnyQuery<'_>, what: &'static str) -> Result<u64> {
+    pub(crate) async fn policy_change(&self, query: AnyQuery<'_>, what: &'static str) -> Result<u64> {
         let mut tx = self.pool().begin().await?;
         let done = query.execute(&mut *tx).await.map_err(conflict_as(what))?;
-        bump_policy_epoch(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_policy_change(tx).await?;
         Ok(done.rows_affected())
     }
 
@@ -307,8 +316,7 @@ impl Store {
                     .await?;
             }
         }
-        bump_policy_epoch(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_policy_change(tx).await?;
         Ok(true)
     }
 
@@ -385,8 +393,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        bump_policy_epoch(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_policy_change(tx).await?;
         Ok(true)
     }
 

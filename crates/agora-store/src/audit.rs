@@ -21,21 +21,32 @@ pub struct AuditEntry {
 }
 
 impl Store {
-    /// Appends entries in one transaction.
+    /// Appends entries in one transaction, many rows per statement.
     pub async fn append_audit(&self, entries: &[AuditEntry]) -> Result<()> {
+        // 6 parameters a row: well under SQLite's and PostgreSQL's parameter limits.
+        const ROWS_PER_STATEMENT: usize = 500;
         let mut tx = self.pool().begin().await?;
-        for entry in entries {
-            sqlx::query(
-                "INSERT INTO audit_log (id, account_id, at, actor, action, detail) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&entry.id)
-            .bind(&entry.account_id)
-            .bind(entry.at)
-            .bind(&entry.actor)
-            .bind(&entry.action)
-            .bind(entry.detail.to_string())
-            .execute(&mut *tx)
-            .await?;
+        for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = i * 6;
+                    format!("(${}, ${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6)
+                })
+                .collect();
+            let sql =
+                format!("INSERT INTO audit_log (id, account_id, at, actor, action, detail) VALUES {}", rows.join(", "));
+            // Only placeholders are generated; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for entry in chunk {
+                query = query
+                    .bind(&entry.id)
+                    .bind(&entry.account_id)
+                    .bind(entry.at)
+                    .bind(&entry.actor)
+                    .bind(&entry.action)
+                    .bind(entry.detail.to_string());
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -1,12 +1,13 @@
 //! Third-party services, the credentials users (or their organization) hold for them, their
-//! profile assignments, and connect attempts. Every secret is sealed, bound to its row.
+//! profile assignments, and connect attempts. Every secret is sealed, bound to its row. Changes to
+//! services, credentials and assignments bump the policy epoch: hubs cache resolutions per epoch.
 
 use agora_core::UnixTime;
 use agora_core::credential::CredentialFacts;
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
-use crate::{Result, Row, Store, StoreError, conflict_as};
+use crate::{Result, Row, Store, StoreError};
 
 /// How a service's credential is obtained.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,7 +138,7 @@ impl Store {
             ServiceKind::ApiKey => ("API_KEY", None, None, None, None, None),
             ServiceKind::Basic => ("BASIC", None, None, None, None, None),
         };
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO services (id, account_id, name, kind, authorize_url, token_url, client_id, sealed_client_secret, \
              scopes, header_name, header_template, env_name, created_at, revocation_url) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
@@ -155,10 +156,8 @@ impl Store {
         .bind(&service.header_template)
         .bind(&service.env_name)
         .bind(now)
-        .bind(revocation_url)
-        .execute(self.pool())
-        .await
-        .map_err(conflict_as("service"))?;
+        .bind(revocation_url);
+        self.policy_change(query, "service").await?;
         Ok(())
     }
 
@@ -250,7 +249,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit_policy_change(tx).await?;
         Ok(id)
     }
 
@@ -316,13 +315,12 @@ impl Store {
         } else {
             "DELETE FROM credential_profiles WHERE credential_id = $1 AND profile_id = $2"
         };
-        sqlx::query(sql).bind(credential_id).bind(profile_id).execute(self.pool()).await?;
+        self.policy_change(sqlx::query(sql).bind(credential_id).bind(profile_id), "assignment").await?;
         Ok(())
     }
 
     pub async fn delete_credential(&self, id: &str) -> Result<bool> {
-        Ok(sqlx::query("DELETE FROM credentials WHERE id = $1").bind(id).execute(self.pool()).await?.rows_affected()
-            == 1)
+        Ok(self.policy_change(sqlx::query("DELETE FROM credentials WHERE id = $1").bind(id), "credential").await? == 1)
     }
 
     pub async fn create_connect_attempt(&self, attempt: &ConnectAttempt, expires_at: UnixTime) -> Result<()> {

@@ -68,6 +68,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     secrets: std::sync::Arc<SecretBox>,
+    local_policy_changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Name of the row in `settings` proving which master key sealed this database's secrets.
@@ -105,7 +106,12 @@ impl Store {
             .connect_with(options)
             .await?;
         migrator(backend).run(&pool).await?;
-        let store = Self { pool, backend, secrets: std::sync::Arc::new(SecretBox::new(master_key)) };
+        let store = Self {
+            pool,
+            backend,
+            secrets: std::sync::Arc::new(SecretBox::new(master_key)),
+            local_policy_changes: Default::default(),
+        };
         store.check_master_key().await?;
         Ok(store)
     }

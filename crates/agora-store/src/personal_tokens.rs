@@ -4,7 +4,6 @@
 use agora_core::UnixTime;
 use sqlx::Row as _;
 
-use crate::accounts::bump_policy_epoch;
 use crate::{Result, Row, Store};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,8 +81,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        bump_policy_epoch(&mut tx).await?;
-        tx.commit().await?;
+        self.commit_policy_change(tx).await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -207,3 +207,23 @@ async fn duplicate_emails_conflict_and_signing_keys_are_sealed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn audit_batches_larger_than_one_statement_are_kept_whole() {
+    each_store(async |store: &Store| {
+        let entries: Vec<AuditEntry> = (0..1203)
+            .map(|i| AuditEntry {
+                id: format!("entry-{i:05}"),
+                account_id: Some("default".into()),
+                at: 1_000 + i,
+                actor: "user-1".into(),
+                action: "tools/call".into(),
+                detail: serde_json::json!({"tool": "t", "n": i}),
+            })
+            .collect();
+        store.append_audit(&entries).await.unwrap();
+        let stored = store.audit("default", 0, i64::MAX, 5_000).await.unwrap();
+        assert_eq!(stored, entries);
+    })
+    .await;
+}

@@ -10,6 +10,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::response::Html;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -92,6 +93,11 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<(), AppError> {
     println!("agora listening on http://{bound}");
     println!("  issuer: {}", server.config.issuer());
     println!("  hub:    {}{}", server.config.base(), agora_hub::HUB_PATH);
+    // No Nagle delay: a response written in parts (event streams) must not wait for the peer's
+    // delayed ACK, which on a reused connection costs 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
