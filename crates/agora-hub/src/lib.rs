@@ -42,6 +42,9 @@ pub struct HubConfig {
     pub upstream_idle_timeout: std::time::Duration,
     /// Most local (stdio) upstream servers running at once.
     pub max_local_servers: usize,
+    /// Reuse connections to remote upstreams. Off, each request opens its own: slower, but immune
+    /// to servers that answer in parts without TCP_NODELAY, which stalls kept-alive clients 40 ms.
+    pub upstream_keep_alive: bool,
     /// Tests only: requests without a token from loopback clients are served as `anonymous`.
     /// The caller (`agora serve`) allows it only when listening on loopback.
     pub anonymous_loopback: bool,
@@ -64,7 +67,7 @@ impl Hub {
         let base = auth.config.base().to_owned();
         let hub = Arc::new(Self {
             auth,
-            pool: Arc::new(UpstreamPool::new(store.clone(), config.demo_upstream, config.max_local_servers)),
+            pool: Arc::new(UpstreamPool::new(store.clone(), config)),
             owners: sessions::SessionOwners::new(store.clone()),
             policy: Arc::new(policy::Policy::new(store.clone())),
             audit: audit::AuditLog::start(store.clone()),

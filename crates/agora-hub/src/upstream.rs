@@ -608,7 +608,7 @@ pub struct UpstreamPool {
     /// List changes reported by any upstream, for the hub's `subscriptions/listen` streams.
     pub changes: tokio::sync::broadcast::Sender<ListChange>,
     /// One HTTP client for every remote upstream, so connections are kept alive and reused (rmcp's
-    /// default client opens a new connection per request).
+    /// default client opens a new connection per request) unless configured otherwise.
     http: reqwest::Client,
     state: RwLock<(Vec<Arc<Upstream>>, Option<Instant>)>,
     /// A background re-read of the upstream set is under way.
@@ -617,19 +617,21 @@ pub struct UpstreamPool {
 }
 
 impl UpstreamPool {
-    pub fn new(store: Store, demo: bool, max_local_servers: usize) -> Self {
+    pub fn new(store: Store, config: &crate::HubConfig) -> Self {
+        let mut http = reqwest::Client::builder()
+            // Configured URLs are used as they are: a redirect would replay the session id and
+            // credential headers to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true);
+        if !config.upstream_keep_alive {
+            http = http.pool_max_idle_per_host(0);
+        }
         Self {
             store,
-            demo,
-            local: Arc::new(LocalServers::new(max_local_servers.max(1))),
+            demo: config.demo_upstream,
+            local: Arc::new(LocalServers::new(config.max_local_servers.max(1))),
             changes: tokio::sync::broadcast::channel(64).0,
-            http: reqwest::Client::builder()
-                // Configured URLs are used as they are: a redirect would replay the session id and
-                // credential headers to wherever it points.
-                .redirect(reqwest::redirect::Policy::none())
-                .tcp_nodelay(true)
-                .build()
-                .unwrap_or_default(),
+            http: http.build().unwrap_or_default(),
             state: RwLock::new((Vec::new(), None)),
             reloading: AtomicBool::new(false),
             catalog: Default::default(),

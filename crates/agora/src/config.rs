@@ -63,6 +63,7 @@ struct FileConfig {
     demo_upstream: Option<bool>,
     upstream_idle_timeout: Option<u64>,
     max_local_servers: Option<usize>,
+    upstream_keep_alive: Option<bool>,
     audit_retention_days: Option<i64>,
     log: Option<String>,
 }
@@ -99,6 +100,8 @@ pub struct Config {
     /// Most local (stdio) upstream servers running at once; the least recently used idle one
     /// makes room for a new one.
     pub max_local_servers: usize,
+    /// Reuse connections to remote upstreams (off only for servers that stall kept-alive clients).
+    pub upstream_keep_alive: bool,
     /// Days audit entries are kept.
     pub audit_retention_days: i64,
     pub log: String,
@@ -202,6 +205,7 @@ impl Config {
                 }
                 v => v,
             },
+            upstream_keep_alive: env_parse("AGORA_UPSTREAM_KEEP_ALIVE")?.or(file.upstream_keep_alive).unwrap_or(true),
             audit_retention_days: match env_parse("AGORA_AUDIT_RETENTION_DAYS")?
                 .or(file.audit_retention_days)
                 .unwrap_or(30)

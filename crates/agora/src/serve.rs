@@ -68,6 +68,7 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<(), AppError> {
         demo_upstream: config.demo_upstream,
         upstream_idle_timeout: std::time::Duration::from_secs(config.upstream_idle_timeout),
         max_local_servers: config.max_local_servers,
+        upstream_keep_alive: config.upstream_keep_alive,
         anonymous_loopback: args.test_anonymous_hub,
     };
     if args.test_anonymous_hub {
