@@ -20,6 +20,14 @@ fn verified_email_of(profile: &ExternalProfile) -> Option<&str> {
     profile.email.as_deref().filter(|_| profile.email_verified)
 }
 
+/// Whether `profile` would change what `user` holds (claims absent from it change nothing).
+fn profile_changes(user: &User, profile: &ExternalProfile) -> bool {
+    let differs = |held: &Option<String>, claimed: &Option<String>| claimed.is_some() && claimed != held;
+    differs(&user.name, &profile.name)
+        || differs(&user.picture, &profile.picture)
+        || verified_email_of(profile).is_some_and(|email| user.email.as_deref() != Some(email) || !user.email_verified)
+}
+
 macro_rules! provider_columns {
     () => {
         "id, client_id, name, issuer, audience, jwks_uri, public_key_pem, algorithms, default_scopes, \
@@ -240,6 +248,14 @@ impl Store {
                 user_id
             }
         };
+        let user = self
+            .user_by_id(&user_id)
+            .await?
+            .ok_or(StoreError::Corrupt { table: "users", detail: "mapped user vanished".into() })?;
+        // Most exchanges change nothing: only a changed claim costs a write.
+        if !profile_changes(&user, profile) {
+            return Ok(user);
+        }
         self.refresh_external_profile(&user_id, profile, now).await?;
         self.user_by_id(&user_id)
             .await?
@@ -287,5 +303,41 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changed_claims_need_a_write() {
+        let user = User {
+            id: "u".into(),
+            email: Some("a@example.com".into()),
+            email_verified: true,
+            name: Some("Ann".into()),
+            given_name: None,
+            family_name: None,
+            picture: None,
+            username: None,
+            disabled: false,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let claims = |email: Option<&str>, verified: bool, name: Option<&str>| ExternalProfile {
+            email: email.map(str::to_owned),
+            email_verified: verified,
+            name: name.map(str::to_owned),
+            picture: None,
+        };
+        assert!(!profile_changes(&user, &claims(Some("a@example.com"), true, Some("Ann"))), "the same claims");
+        assert!(!profile_changes(&user, &claims(None, false, None)), "absent claims change nothing");
+        assert!(
+            !profile_changes(&user, &claims(Some("b@example.com"), false, None)),
+            "an unverified address is not taken"
+        );
+        assert!(profile_changes(&user, &claims(Some("b@example.com"), true, None)), "a new verified address");
+        assert!(profile_changes(&user, &claims(None, false, Some("Anne"))), "a new name");
     }
 }

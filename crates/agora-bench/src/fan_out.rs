@@ -1,0 +1,134 @@
+//! fan-out: `tools/list` through the hub over many upstreams (20 × 50 tools), against `tools/list`
+//! of one of those upstreams (50 tools) straight, and of one upstream serving all 1,000 tools
+//! straight (what receiving a list that long costs a client and a server, with no hub between).
+//! Reports lists per second, p50 and p99, the hub's CPU per list, and its p50 in milliseconds (the
+//! issue's target: ≤ 2 ms).
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::agora::Agora;
+use crate::load::{Mcp, McpRequest, Stats, run};
+use crate::process::cpu_seconds;
+use crate::{Error, upstream};
+
+const UPSTREAMS: usize = 20;
+const TOOLS_PER_UPSTREAM: usize = 50;
+
+#[derive(Serialize)]
+struct Step {
+    clients: usize,
+    direct: Stats,
+    /// One upstream with as many tools as the hub lists.
+    direct_all: Stats,
+    hub: Stats,
+    throughput_ratio: f64,
+    hub_p50_ms: f64,
+    hub_cpu_ms_per_1000_lists: f64,
+}
+
+pub async fn fan_out(clients: &[usize], duration: Duration) -> Result<Value, Error> {
+    let (endpoints, tools) = (UPSTREAMS.to_string(), TOOLS_PER_UPSTREAM.to_string());
+    let upstream = upstream::start(&["--endpoints", &endpoints, "--tools", &tools]).await?;
+    let expected = UPSTREAMS * TOOLS_PER_UPSTREAM;
+    let one_long = upstream::start(&["--endpoints", "1", "--tools", &expected.to_string()]).await?;
+    let hub = Agora::start(&[("AGORA_DEMO_UPSTREAM", "false"), ("AGORA_LOG", "warn")]).await?;
+    for i in 0..UPSTREAMS {
+        // Each keeps the default prefix (its name), so the 1,000 exposed names are distinct.
+        let url = format!("{}/{i}", upstream.line);
+        hub.cli(&["admin", "server", "add", "--name", &format!("up{i}"), "--url", &url]).await?;
+    }
+    let token = hub.hub_token().await?;
+    let (hub_url, direct_url) = (format!("{}/hub/mcp", hub.url), format!("{}/0", upstream.line));
+    wait_for_tools(&hub_url, &token, expected).await?;
+
+    println!(
+        "fan-out: tools/list, {} s per step: one upstream straight ({TOOLS_PER_UPSTREAM} tools; {expected} tools) \
+         vs the hub over {UPSTREAMS} upstreams ({expected} tools)",
+        duration.as_secs()
+    );
+    println!(
+        "{:>7} {:>9} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>13}",
+        "clients",
+        "direct/s",
+        "d1000/s",
+        "hub/s",
+        "ratio",
+        "dir p50",
+        "d1000 p50",
+        "hub p50",
+        "dir p99",
+        "hub p99",
+        "hub p50 ms",
+        "hub cpu ms/k"
+    );
+    let mut steps = Vec::new();
+    for &n in clients {
+        let direct =
+            run(Mcp::connect_all(&direct_url, None, n, McpRequest::ListTools(TOOLS_PER_UPSTREAM)).await?, duration)
+                .await?;
+        let all_url = format!("{}/0", one_long.line);
+        let direct_all =
+            run(Mcp::connect_all(&all_url, None, n, McpRequest::ListTools(expected)).await?, duration).await?;
+        let hub_clients = Mcp::connect_all(&hub_url, Some(&token), n, McpRequest::ListTools(expected)).await?;
+        let cpu = cpu_seconds(hub.pid());
+        let through = run(hub_clients, duration).await?;
+        let cpu = cpu_seconds(hub.pid()) - cpu;
+        let step = Step {
+            clients: n,
+            throughput_ratio: through.ratio_to(direct.throughput),
+            hub_p50_ms: through.p50_us / 1000.0,
+            hub_cpu_ms_per_1000_lists: if through.calls == 0 { 0.0 } else { cpu * 1e6 / through.calls as f64 },
+            direct,
+            direct_all,
+            hub: through,
+        };
+        println!(
+            "{:>7} {:>9.0} {:>9.0} {:>9.0} {:>6.3} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>11.2} {:>13.0}",
+            n,
+            step.direct.throughput,
+            step.direct_all.throughput,
+            step.hub.throughput,
+            step.throughput_ratio,
+            step.direct.p50_us,
+            step.direct_all.p50_us,
+            step.hub.p50_us,
+            step.direct.p99_us,
+            step.hub.p99_us,
+            step.hub_p50_ms,
+            step.hub_cpu_ms_per_1000_lists
+        );
+        step.direct.print_errors("direct");
+        step.direct_all.print_errors("direct, all tools");
+        step.hub.print_errors("hub");
+        steps.push(step);
+    }
+    println!("        (latencies in µs; ratio: hub/direct; d1000: one upstream with all {expected} tools, straight;");
+    println!("         target: hub p50 ≤ 2 ms)");
+    Ok(json!({
+        "scenario": "fan-out",
+        "seconds": duration.as_secs(),
+        "upstreams": UPSTREAMS,
+        "tools_per_upstream": TOOLS_PER_UPSTREAM,
+        "steps": steps,
+    }))
+}
+
+/// Waits until the hub lists exactly `expected` tools: it reads the set of upstreams every few
+/// seconds and connects to each on first use.
+async fn wait_for_tools(hub_url: &str, token: &str, expected: usize) -> Result<(), Error> {
+    let probe = Mcp::connect(hub_url, Some(token), McpRequest::ListTools(expected)).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = probe.tool_count().await?;
+        if listed == expected {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the hub lists {listed} tools, expected {expected}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,193 @@
+//! sessions: resident memory (`VmRSS`) of an idle `agora serve` in its default configuration
+//! (SQLite, demo upstream on), then with N MCP sessions of revision 2025-11-25 opened and left
+//! open; and whether a random sample of those sessions still answers `tools/list`. The same sessions
+//! opened at the floor gateway (rmcp's session layer and nothing else) are the baseline.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::ACCEPT;
+use serde_json::{Value, json};
+
+use crate::agora::Agora;
+use crate::process::rss_bytes;
+use crate::{Error, floor, upstream};
+
+const REVISION: &str = "2025-11-25";
+const SESSION_HEADER: &str = "mcp-session-id";
+const SAMPLE: usize = 100;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A Streamable HTTP POST of one JSON-RPC message, within `session` when given.
+fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    message: &Value,
+) -> reqwest::RequestBuilder {
+    let request = http.post(url).bearer_auth(token).header(ACCEPT, "application/json, text/event-stream").json(message);
+    match session {
+        // The revision header goes on every request after initialize.
+        Some(id) => request.header(SESSION_HEADER, id).header("mcp-protocol-version", REVISION),
+        None => request,
+    }
+}
+
+/// The JSON-RPC message of an answer, sent as JSON or (as the hub does within sessions) as an SSE
+/// event.
+fn message(body: &[u8]) -> Value {
+    let body = String::from_utf8_lossy(body);
+    std::iter::once(body.as_ref())
+        .chain(body.lines().filter_map(|line| line.strip_prefix("data:")))
+        .find_map(|data| serde_json::from_str::<Value>(data).ok().filter(Value::is_object))
+        .unwrap_or_default()
+}
+
+/// `initialize` then `notifications/initialized`; returns the session id.
+async fn open_session(http: &reqwest::Client, url: &str, token: &str) -> Result<String, Error> {
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": REVISION,
+        "capabilities": {},
+        "clientInfo": {"name": "agora-bench", "version": env!("CARGO_PKG_VERSION")},
+    }});
+    let response = post(http, url, token, None, &initialize).send().await?;
+    let status = response.status();
+    let id = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = response.bytes().await?;
+    let (Some(id), Some(REVISION)) = (id, message(&body)["result"]["protocolVersion"].as_str()) else {
+        return Err(format!("initialize answered {status}: {}", String::from_utf8_lossy(&body)).into());
+    };
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let status = post(http, url, token, Some(&id), &initialized).send().await?.status();
+    if status != StatusCode::ACCEPTED {
+        return Err(format!("notifications/initialized answered {status}").into());
+    }
+    Ok(id)
+}
+
+/// Opens `count` sessions over `concurrency` connections, which are closed again afterwards.
+async fn open_sessions(url: &str, token: &str, count: usize, concurrency: usize) -> Result<Vec<String>, Error> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (url, token, next) = (url.to_owned(), token.to_owned(), next.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder().build()?;
+                let mut ids = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    ids.push(open_session(&http, &url, &token).await?);
+                }
+                Ok::<_, Error>(ids)
+            })
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(count);
+    for task in tasks {
+        ids.extend(task.await??);
+    }
+    Ok(ids)
+}
+
+/// How many of `ids` answer `tools/list` with a list.
+async fn answering(url: &str, token: &str, ids: &[String]) -> Result<usize, Error> {
+    let http = reqwest::Client::builder().build()?;
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let mut answered = 0;
+    for id in ids {
+        let response = post(&http, url, token, Some(id), &list).send().await?;
+        if response.status().is_success() && message(&response.bytes().await?)["result"]["tools"].is_array() {
+            answered += 1;
+        }
+    }
+    Ok(answered)
+}
+
+pub async fn sessions(count: usize, concurrency: usize, settle: Duration) -> Result<Value, Error> {
+    // As a user runs it: no settings beyond where its data lives and a free port.
+    let agora = Agora::start(&[]).await?;
+    tokio::time::sleep(settle).await;
+    let idle = rss_bytes(agora.pid())?;
+    let (url, token) = (format!("{}/hub/mcp", agora.url), agora.hub_token().await?);
+    // One session first, so the one-time costs of a first token and a first hub request are not
+    // counted per session.
+    open_sessions(&url, &token, 1, 1).await?;
+    let warm = rss_bytes(agora.pid())?;
+    let started = Instant::now();
+    let mut ids = open_sessions(&url, &token, count, concurrency).await?;
+    let opened_per_s = count as f64 / started.elapsed().as_secs_f64();
+    tokio::time::sleep(settle).await;
+    let loaded = rss_bytes(agora.pid())?;
+    let added = loaded.saturating_sub(warm);
+    let per_session = added as f64 / count.max(1) as f64;
+    let random = std::collections::hash_map::RandomState::new();
+    ids.sort_by_cached_key(|id| random.hash_one(id));
+    ids.truncate(SAMPLE);
+    let answered = answering(&url, &token, &ids).await?;
+    drop(agora);
+
+    // The same sessions at the floor gateway (it ignores the token, and connects upstream only on
+    // a first tool request, which these sessions never make).
+    let upstream = upstream::start(&[]).await?;
+    let floor = floor::start(&upstream.line).await?;
+    open_sessions(&floor.line, "-", 1, 1).await?;
+    let floor_warm = rss_bytes(floor.pid())?;
+    open_sessions(&floor.line, "-", count, concurrency).await?;
+    tokio::time::sleep(settle).await;
+    let floor_added = rss_bytes(floor.pid())?.saturating_sub(floor_warm);
+    let floor_per_session = floor_added as f64 / count.max(1) as f64;
+
+    println!(
+        "sessions: resident memory of agora serve (default configuration, SQLite), idle and with {count} MCP \
+         sessions ({REVISION}) open"
+    );
+    println!(
+        "{:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>11} {:>8} {:>8}",
+        "idle MiB", "warm MiB", "sessions", "with MiB", "added MiB", "B/session", "MiB per 10k", "opened/s", "sample"
+    );
+    println!(
+        "{:>8.1} {:>8.1} {:>8} {:>8.1} {:>9.1} {:>9.0} {:>11.1} {:>8.0} {:>8}",
+        idle as f64 / MIB,
+        warm as f64 / MIB,
+        count,
+        loaded as f64 / MIB,
+        added as f64 / MIB,
+        per_session,
+        per_session * 10_000.0 / MIB,
+        opened_per_s,
+        format!("{answered}/{}", ids.len())
+    );
+    println!(
+        "{:>8} {:>8.1} {:>8} {:>8} {:>9.1} {:>9.0} {:>11.1}   (the floor gateway: rmcp's sessions alone)",
+        "floor",
+        floor_warm as f64 / MIB,
+        count,
+        "",
+        floor_added as f64 / MIB,
+        floor_per_session,
+        floor_per_session * 10_000.0 / MIB,
+    );
+    println!("        (warm: after a first token and session; added = with − warm)");
+    println!("        (targets: idle ≤ 40 MiB; 10,000 sessions add ≤ 20 MiB)");
+    if answered < ids.len() {
+        return Err(format!("only {answered} of {} sampled sessions answered tools/list", ids.len()).into());
+    }
+    Ok(json!({
+        "scenario": "sessions",
+        "revision": REVISION,
+        "sessions": count,
+        "idle_rss_bytes": idle,
+        "warm_rss_bytes": warm,
+        "rss_with_sessions_bytes": loaded,
+        "added_bytes": added,
+        "bytes_per_session": per_session,
+        "floor_added_bytes": floor_added,
+        "floor_bytes_per_session": floor_per_session,
+        "opened_per_s": opened_per_s,
+        "sample": ids.len(),
+        "sample_answered": answered,
+    }))
+}
