@@ -129,6 +129,8 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), Error> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // agora's own JOSE provider, so the token-exchange bound signs as agora does.
+    agora_oauth::jose::install();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(Cli::parse().command))
 }

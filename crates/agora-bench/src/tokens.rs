@@ -1,6 +1,7 @@
 //! token-exchange: grants per second at `POST /oauth/token`, each against the bound its crypto sets,
 //! measured in this process in the same run on every core with the JOSE crate and backend agora
-//! uses (jsonwebtoken on aws-lc-rs), with keys of the same kind (RSA-2048, RS256).
+//! uses (jsonwebtoken on aws-lc-rs, with agora's provider that keeps parsed RSA keys), with keys of
+//! the same kind (RSA-2048, RS256).
 //!
 //! - RFC 8693 exchange of an ID token from a federated provider (the bench is the provider: its
 //!   own key, configured as a static public key) for an agora access token. Bound: one RS256

@@ -13,6 +13,7 @@ mod exchange;
 pub mod extract;
 mod federation;
 mod fetch;
+pub mod jose;
 pub mod keys;
 mod logout;
 pub mod mail;

@@ -63,6 +63,7 @@ fn main() -> ExitCode {
     init_tracing(&config.log);
     // One TLS crypto provider for every client in the process (reqwest, lettre, sqlx): aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    agora_oauth::jose::install();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {
