@@ -178,7 +178,13 @@ async fn refresh(server: &AuthServer, client: &Client, form: &TokenForm) -> OAut
         }
     }
     let now = now();
-    let (grant, stored_scope, expires_at) = match server.store.spend_refresh_token(&digest, now).await? {
+    // The successor is stored as the presented token is spent, in one transaction.
+    let successor = agora_store::secret::random_token(crate::tokens::REFRESH_TOKEN_PREFIX);
+    let spent = server
+        .store
+        .spend_refresh_token(&digest, &token_digest(&successor), now + server.config.refresh_token_ttl, now)
+        .await?;
+    let (grant, stored_scope, expires_at) = match spent {
         RefreshRotation::Rotated { grant, scope, expires_at } => (grant, scope, expires_at),
         RefreshRotation::Reused => {
             tracing::warn!(client = %client.id, "refresh token reused; its family is revoked");
@@ -209,8 +215,7 @@ async fn refresh(server: &AuthServer, client: &Client, form: &TokenForm) -> OAut
         .active_user(&grant.user_id)
         .await?
         .ok_or_else(|| OAuthError::invalid_grant("the user is disabled"))?;
-    // The successor keeps the full granted scope (RFC 6749 §6); only this access token is narrowed.
-    let refresh_token = server.new_refresh_token(&grant.id, &granted).await?;
+    // The successor kept the full granted scope (RFC 6749 §6); only this access token is narrowed.
     let issue = Issue {
         client,
         user: Some(&user),
@@ -224,7 +229,7 @@ async fn refresh(server: &AuthServer, client: &Client, form: &TokenForm) -> OAut
         civic_account: None,
         with_id_token: true,
     };
-    server.issue_tokens(issue, Some(refresh_token)).await
+    server.issue_tokens(issue, Some(successor)).await
 }
 
 /// Scopes a client may ask for on its own behalf: none that describe a user.

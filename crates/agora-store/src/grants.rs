@@ -250,16 +250,39 @@ impl Store {
         Ok(())
     }
 
-    /// Spends a refresh token, exactly once. Presenting a spent one revokes its family.
-    pub async fn spend_refresh_token(&self, token_digest: &str, now: UnixTime) -> Result<RefreshRotation> {
+    /// Spends a refresh token, exactly once, and stores its successor (same grant and scope) in the
+    /// same transaction, so a crash never leaves a spent token without one. Presenting a spent one
+    /// revokes its family.
+    pub async fn spend_refresh_token(
+        &self,
+        token_digest: &str,
+        successor_digest: &str,
+        successor_expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<RefreshRotation> {
+        let mut tx = self.pool().begin().await?;
         let row = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
              RETURNING grant_id, scope, expires_at",
         )
         .bind(now)
         .bind(token_digest)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
+        if let Some(row) = &row {
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, grant_id, scope, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(successor_digest)
+            .bind(row.try_get::<String, _>("grant_id")?)
+            .bind(row.try_get::<String, _>("scope")?)
+            .bind(now)
+            .bind(successor_expires_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         let Some(row) = row else {
             let grant_id: Option<String> =
                 sqlx::query_scalar("SELECT grant_id FROM refresh_tokens WHERE token_hash = $1")
