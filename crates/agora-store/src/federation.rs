@@ -199,7 +199,8 @@ impl Store {
         // Only a verified address is ever stored on a user or linked by: otherwise anyone could claim
         // someone else's address at their provider and later receive that person's sign-in.
         let verified_email = verified_email_of(profile);
-        let holder = match verified_email {
+        // Who holds the address matters only to an identity not linked yet.
+        let holder = match verified_email.filter(|_| linked.is_none()) {
             Some(email) => sqlx::query("SELECT id, email_verified FROM users WHERE email = $1")
                 .bind(email)
                 .fetch_optional(self.pool())
