@@ -90,6 +90,12 @@ class Member:
         return requests.request(method, self.hub.url(f"/api/v1/accounts/{self.tenant.id}{path}"), json=body, timeout=10,
                                 headers={"Authorization": f"Bearer {self.token}"})
 
+    def join_and_connect(self):
+        """Waits until the hub admits this member, then connects their provider account through the link it gives."""
+        eventually(lambda: initialize(self.hub, self.token).status_code == 200, "admitted")
+        browser, callback = self.connect(link_in(self.whoami()))
+        assert browser.get(callback).status_code == 200
+
     def connect(self, link, browser=None):
         """Follows a connect link in a browser through the provider's sign-in, back to the hub."""
         browser = browser or Browser(self.provider)
@@ -154,9 +160,7 @@ def test_each_user_calls_with_their_own_credential(setup, idp, provider, echo):
 def test_locked_profiles_use_only_assigned_credentials(setup, idp, provider):
     hub, tenant = setup
     cy = Member(hub, tenant, idp, provider, "cy")
-    eventually(lambda: initialize(hub, cy.token).status_code == 200, "admitted")
-    browser, callback = cy.connect(link_in(cy.whoami()))
-    assert browser.get(callback).status_code == 200
+    cy.join_and_connect()
     unlocked_header = cy.whoami()["content"][0]["text"]
     assert cy.provider_email(unlocked_header) == cy.email
 
@@ -173,9 +177,7 @@ def test_locked_profiles_use_only_assigned_credentials(setup, idp, provider):
 def test_expiring_tokens_are_refreshed_and_failed_refresh_asks_to_reconnect(setup, idp, provider):
     hub, tenant = setup
     dee = Member(hub, tenant, idp, provider, "dee")
-    eventually(lambda: initialize(hub, dee.token).status_code == 200, "admitted")
-    browser, callback = dee.connect(link_in(dee.whoami()))
-    assert browser.get(callback).status_code == 200
+    dee.join_and_connect()
     first = dee.whoami()["content"][0]["text"]
 
     # The access token is about to expire: the next call refreshes it first, unnoticed.
@@ -209,9 +211,7 @@ def test_steady_state_hub_calls_query_nothing(setup, idp, provider):
     work (epoch polls, the upstream-set refresh, audit entries written in groups)."""
     hub, tenant = setup
     hal = Member(hub, tenant, idp, provider, "hal")
-    eventually(lambda: initialize(hub, hal.token).status_code == 200, "admitted")
-    browser, callback = hal.connect(link_in(hal.whoami()))
-    assert browser.get(callback).status_code == 200
+    hal.join_and_connect()
     session = RawSession(hub, hal.token)
     for _ in range(20):
         assert call(session, "echo_whoami", {})["result"]["isError"] is False
@@ -299,9 +299,7 @@ def test_shared_keys_assignments_disconnect_and_bad_input(setup, idp, provider, 
 
     # Disconnecting an OAuth credential revokes it at the provider.
     fay = Member(hub, tenant, idp, provider, "fay")
-    eventually(lambda: initialize(hub, fay.token).status_code == 200, "admitted")
-    browser, callback = fay.connect(link_in(fay.whoami()))
-    assert browser.get(callback).status_code == 200
+    fay.join_and_connect()
     header = fay.whoami()["content"][0]["text"]
     assert fay.provider_email(header) == fay.email
     mine = [c for c in fay.api("GET", "/credentials").json()["credentials"] if c["service"] == "prov"]
