@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx2
@@ -297,6 +298,48 @@ def test_idle_local_servers_are_stopped_and_restarted_on_use():
             time.sleep(0.2)
         again = call()
         assert "result" in again and not again["result"]["isError"], again
+    finally:
+        server.close()
+
+
+def test_idle_sessions_leave_memory_and_come_back_unless_listening():
+    """A session with no request and no open stream for the idle timeout leaves the process's memory
+    (its row stays) and its next request restores it, with the same upstream connection behind it;
+    a session whose client holds a GET stream open stays, and so does its stream."""
+    server = Agora("sqlite", env={"AGORA_MCP_SESSION_IDLE_TIMEOUT": "1", "AGORA_DEMO_UPSTREAM": "false",
+                                  "AGORA_LOG": "info,rmcp=warn,agora_hub::sessions=debug"})
+    try:
+        fixture = os.path.join(FIXTURES, "notes_server.py")
+        server.cli("admin", "server", "add", "--name", "local", "--command", sys.executable, "--arg", fixture)
+        creds = server.create_client(name="dormant-test")
+        token = requests.post(server.url("/oauth/token"), data={"grant_type": "client_credentials"},
+                              auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+        add_note = lambda session: message_of(session.post({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "local_add_note", "arguments": {"text": "x"}}}))["result"]["content"][0]["text"]
+        left_memory = lambda session: f"session={session.id}" in server.server_log().replace('"', "")
+        idle, listening = RawSession(server, token), RawSession(server, token)
+        assert add_note(idle) == "1 notes"
+
+        stream = requests.get(server.url("/hub/mcp"), headers=listening.headers(), stream=True, timeout=30)
+        assert stream.status_code == 200, stream.text
+        def listen():
+            try:
+                for _ in stream.iter_lines():
+                    pass
+            except (requests.RequestException, AttributeError, ValueError):
+                pass  # the test closes the stream under it at the end
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+
+        deadline = time.time() + 10
+        while not left_memory(idle):
+            assert time.time() < deadline, "an idle session leaves memory"
+            time.sleep(0.2)
+        time.sleep(1.5)  # three more sweeps
+        assert not left_memory(listening), "a session with an open stream is not idle"
+        assert listener.is_alive(), "its stream stays open"
+        assert add_note(idle) == "2 notes", "the restored session reaches the same upstream connection"
+        stream.close()
     finally:
         server.close()
 

@@ -24,7 +24,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +44,9 @@ pub struct HubConfig {
     /// Reuse connections to remote upstreams. Off, each request opens its own: slower, but immune
     /// to servers that answer in parts without TCP_NODELAY, which stalls kept-alive clients 40 ms.
     pub upstream_keep_alive: bool,
+    /// MCP sessions with no request and no open stream this long leave memory; their next request
+    /// restores them from the database.
+    pub session_idle: std::time::Duration,
     /// Tests only: requests without a token from loopback clients are served as `anonymous`.
     /// The caller (`agora serve`) allows it only when listening on loopback.
     pub anonymous_loopback: bool,
@@ -55,6 +57,7 @@ pub struct Hub {
     store: Store,
     pool: Arc<UpstreamPool>,
     owners: sessions::SessionOwners,
+    sessions: Arc<sessions::DormantSessions>,
     policy: Arc<policy::Policy>,
     audit: audit::AuditLog,
     credentials: Arc<credentials::Credentials>,
@@ -69,6 +72,7 @@ impl Hub {
             auth,
             pool: Arc::new(UpstreamPool::new(store.clone(), config)),
             owners: sessions::SessionOwners::new(store.clone()),
+            sessions: Arc::new(sessions::DormantSessions::new(config.session_idle)),
             policy: Arc::new(policy::Policy::new(store.clone())),
             audit: audit::AuditLog::start(store.clone()),
             credentials: Arc::new(credentials::Credentials::new(store.clone(), &base)),
@@ -79,6 +83,7 @@ impl Hub {
         let (pool, stop, idle) = (hub.pool.clone(), hub.shutdown.child_token(), config.upstream_idle_timeout);
         tokio::spawn(async move { pool.reap_idle(idle, stop).await });
         tokio::spawn(hub.policy.clone().watch(hub.shutdown.child_token()));
+        tokio::spawn(hub.sessions.clone().sweep(hub.shutdown.child_token()));
         hub
     }
 
@@ -119,8 +124,7 @@ pub fn router(hub: Arc<Hub>, config: &HubConfig) -> Router {
         .with_allowed_origins([origin])
         .with_cancellation_token(hub.shutdown.child_token());
     mcp_config.session_store = Some(Arc::new(sessions::DatabaseSessionStore { store: hub.store.clone() }));
-    let mcp =
-        StreamableHttpService::new(move || Ok(handler.clone()), Arc::new(LocalSessionManager::default()), mcp_config);
+    let mcp = StreamableHttpService::new(move || Ok(handler.clone()), hub.sessions.clone(), mcp_config);
     Router::new()
         .route(METADATA_PATH, get(protected_resource_metadata))
         .nest_service(HUB_PATH, mcp)
@@ -214,7 +218,7 @@ async fn authenticate(State(hub): State<Arc<Hub>>, mut request: Request, next: N
     if let Some(session) = &session {
         // A session is its creator's: another subject's token (or an unknown id) finds nothing.
         match hub.owners.owner(session).await {
-            Ok(Some(owner)) if owner == principal.subject => {}
+            Ok(Some(owner)) if *owner == *principal.subject => {}
             Ok(_) => return session_not_found(),
             Err(e) => return unavailable(&e),
         }

@@ -64,6 +64,7 @@ struct FileConfig {
     upstream_idle_timeout: Option<u64>,
     max_local_servers: Option<usize>,
     upstream_keep_alive: Option<bool>,
+    mcp_session_idle_timeout: Option<u64>,
     audit_retention_days: Option<i64>,
     log: Option<String>,
 }
@@ -102,6 +103,9 @@ pub struct Config {
     pub max_local_servers: usize,
     /// Reuse connections to remote upstreams (off only for servers that stall kept-alive clients).
     pub upstream_keep_alive: bool,
+    /// Seconds before an MCP session with no request and no open stream leaves memory (its next
+    /// request restores it from the database).
+    pub mcp_session_idle_timeout: u64,
     /// Days audit entries are kept.
     pub audit_retention_days: i64,
     pub log: String,
@@ -206,6 +210,10 @@ impl Config {
                 v => v,
             },
             upstream_keep_alive: env_parse("AGORA_UPSTREAM_KEEP_ALIVE")?.or(file.upstream_keep_alive).unwrap_or(true),
+            mcp_session_idle_timeout: env_parse("AGORA_MCP_SESSION_IDLE_TIMEOUT")?
+                .or(file.mcp_session_idle_timeout)
+                .unwrap_or(60)
+                .max(1),
             audit_retention_days: match env_parse("AGORA_AUDIT_RETENTION_DAYS")?
                 .or(file.audit_retention_days)
                 .unwrap_or(30)

@@ -69,6 +69,7 @@ pub async fn run(config: Config, args: ServeArgs) -> Result<(), AppError> {
         upstream_idle_timeout: std::time::Duration::from_secs(config.upstream_idle_timeout),
         max_local_servers: config.max_local_servers,
         upstream_keep_alive: config.upstream_keep_alive,
+        session_idle: std::time::Duration::from_secs(config.mcp_session_idle_timeout),
         anonymous_loopback: args.test_anonymous_hub,
     };
     if args.test_anonymous_hub {
