@@ -193,9 +193,13 @@ impl Service {
         now: UnixTime,
     ) -> Result<()> {
         self.authorize(actor, account_id, Need::Manage).await?;
-        let client =
-            self.store.client_by_id(client_id).await?.filter(|c| !c.revoked).ok_or(ServiceError::NotFound("client"))?;
-        let proven = match (self.store.client_secret_digest(client_id).await?, secret) {
+        let (client, stored) = self
+            .store
+            .client_and_secret_digest(client_id)
+            .await?
+            .filter(|(c, _)| !c.revoked)
+            .ok_or(ServiceError::NotFound("client"))?;
+        let proven = match (stored, secret) {
             (Some(stored), Some(secret)) => token_digest(secret) == stored,
             (None, None) => client.is_public(),
             _ => false,

@@ -57,14 +57,14 @@ impl AuthServer {
     /// Checks presented credentials: a confidential client must present its secret, a public client none.
     pub(crate) async fn authenticate_client(&self, presented: &Presented) -> OAuthResult<Client> {
         let failed = || OAuthError::invalid_client("client authentication failed", presented.via_basic);
-        let client = self.client(&presented.client_id).await?.ok_or_else(failed)?;
+        let (client, stored) = self.client_and_secret_digest(&presented.client_id).await?.ok_or_else(failed)?;
         if client.is_public() {
             return match presented.secret.as_deref() {
                 None | Some("") => Ok(client),
                 Some(_) => Err(failed()),
             };
         }
-        let stored = self.store.client_secret_digest(&client.id).await?.ok_or_else(failed)?;
+        let stored = stored.ok_or_else(failed)?;
         let secret = presented.secret.as_deref().ok_or_else(failed)?;
         let given = agora_store::secret::token_digest(secret);
         if aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), stored.as_bytes()).is_err() {

@@ -172,10 +172,15 @@ impl AuthServer {
 
     /// Finds a client by id; an `https://` id is a Client ID Metadata Document URL, fetched when needed.
     async fn client(&self, client_id: &str) -> OAuthResult<Option<Client>> {
+        Ok(self.client_and_secret_digest(client_id).await?.map(|(client, _)| client))
+    }
+
+    /// A usable client and, if it is confidential, the digest of its secret: one read.
+    async fn client_and_secret_digest(&self, client_id: &str) -> OAuthResult<Option<(Client, Option<String>)>> {
         if registration::is_metadata_document_url(client_id) {
-            return registration::metadata_document_client(self, client_id).await;
+            return Ok(registration::metadata_document_client(self, client_id).await?.map(|client| (client, None)));
         }
-        Ok(self.store.client_by_id(client_id).await?.filter(|c| !c.revoked))
+        Ok(self.store.client_and_secret_digest(client_id).await?.filter(|(client, _)| !client.revoked))
     }
 }
 

@@ -167,12 +167,13 @@ async fn refresh(server: &AuthServer, client: &Client, form: &TokenForm) -> OAut
         .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?;
     // Check ownership and scope before spending, so neither another client nor a bad request can
     // burn (and so revoke) someone's token.
-    if let Some((grant, stored_scope, _)) = server.store.refresh_token(&digest).await? {
+    let peeked = server.store.refresh_token(&digest).await?;
+    if let Some((grant, stored_scope, _)) = &peeked {
         if grant.client_id != client.id {
             return Err(OAuthError::invalid_grant("the refresh token was issued to another client"));
         }
         if let Some(requested) = &requested {
-            Scopes::from_stored(&stored_scope)
+            Scopes::from_stored(stored_scope)
                 .narrow(requested)
                 .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?;
         }
@@ -184,8 +185,8 @@ async fn refresh(server: &AuthServer, client: &Client, form: &TokenForm) -> OAut
         .store
         .spend_refresh_token(&digest, &token_digest(&successor), now + server.config.refresh_token_ttl, now)
         .await?;
-    let (grant, stored_scope, expires_at) = match spent {
-        RefreshRotation::Rotated { grant, scope, expires_at } => (grant, scope, expires_at),
+    let (grant_id, stored_scope, expires_at) = match spent {
+        RefreshRotation::Rotated { grant_id, scope, expires_at } => (grant_id, scope, expires_at),
         RefreshRotation::Reused => {
             tracing::warn!(client = %client.id, "refresh token reused; its family is revoked");
             return Err(OAuthError::invalid_grant(
@@ -193,6 +194,11 @@ async fn refresh(server: &AuthServer, client: &Client, form: &TokenForm) -> OAut
             ));
         }
         RefreshRotation::Unknown => return Err(OAuthError::invalid_grant("unknown refresh token")),
+    };
+    // A token's grant never changes: the one read before spending is the spent token's own.
+    let grant = match peeked {
+        Some((grant, _, _)) if grant.id == grant_id => grant,
+        _ => server.store.grant(&grant_id).await?.ok_or_else(|| OAuthError::invalid_grant("unknown refresh token"))?,
     };
     if grant.client_id != client.id {
         return Err(OAuthError::invalid_grant("the refresh token was issued to another client"));

@@ -110,12 +110,13 @@ impl Store {
             .await?)
     }
 
-    pub async fn client_secret_digest(&self, id: &str) -> Result<Option<String>> {
-        let digest: Option<Option<String>> = sqlx::query_scalar("SELECT secret_hash FROM clients WHERE id = $1")
+    /// A client with the digest of its secret (confidential clients), in one read.
+    pub async fn client_and_secret_digest(&self, id: &str) -> Result<Option<(Client, Option<String>)>> {
+        let row = sqlx::query(concat!("SELECT ", client_columns!(), ", secret_hash FROM clients WHERE id = $1"))
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
-        Ok(digest.flatten())
+        row.map(|row| Ok((client_from_row(&row)?, row.try_get("secret_hash")?))).transpose()
     }
 
     pub async fn list_clients(&self) -> Result<Vec<Client>> {

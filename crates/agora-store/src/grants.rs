@@ -50,7 +50,7 @@ pub enum CodeRedemption {
 pub enum RefreshRotation {
     /// The presented token is now spent; the caller issues its successor.
     Rotated {
-        grant: Grant,
+        grant_id: String,
         scope: String,
         expires_at: UnixTime,
     },
@@ -297,30 +297,24 @@ impl Store {
                 None => RefreshRotation::Unknown,
             });
         };
-        let grant_id: String = row.try_get("grant_id")?;
-        match self.grant(&grant_id).await? {
-            Some(grant) => Ok(RefreshRotation::Rotated {
-                grant,
-                scope: row.try_get("scope")?,
-                expires_at: row.try_get("expires_at")?,
-            }),
-            None => Ok(RefreshRotation::Unknown),
-        }
+        Ok(RefreshRotation::Rotated {
+            grant_id: row.try_get("grant_id")?,
+            scope: row.try_get("scope")?,
+            expires_at: row.try_get("expires_at")?,
+        })
     }
 
     /// An unspent refresh token's grant, scope and expiry (for introspection and revocation).
     pub async fn refresh_token(&self, token_digest: &str) -> Result<Option<(Grant, String, UnixTime)>> {
         let row = sqlx::query(
-            "SELECT grant_id, scope, expires_at FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NULL",
+            "SELECT g.id, g.client_id, g.user_id, g.scope, g.resource, g.auth_time, g.revoked_at, \
+             r.scope AS token_scope, r.expires_at FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id \
+             WHERE r.token_hash = $1 AND r.used_at IS NULL",
         )
         .bind(token_digest)
         .fetch_optional(self.pool())
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let grant_id: String = row.try_get("grant_id")?;
-        let scope: String = row.try_get("scope")?;
-        let expires_at: UnixTime = row.try_get("expires_at")?;
-        Ok(self.grant(&grant_id).await?.map(|grant| (grant, scope, expires_at)))
+        row.map(|row| Ok((grant_from_row(&row)?, row.try_get("token_scope")?, row.try_get("expires_at")?))).transpose()
     }
 
     pub async fn revoke_access_token(&self, jti: &str, expires_at: UnixTime) -> Result<()> {

@@ -130,14 +130,15 @@ async fn refresh_reuse_revokes_the_family() {
         let code = StoredCode { redirect_uri: "x".into(), nonce: None, code_challenge: "c".into(), expires_at: 100 };
         store.create_grant_with_code(&grant, &random_token("c"), &code, 10).await.unwrap();
         store.insert_refresh_token("r1", &grant.id, "openid", 10, 1000).await.unwrap();
-        let RefreshRotation::Rotated { scope, .. } = store.spend_refresh_token("r1", "r2", 1000, 11).await.unwrap()
+        let RefreshRotation::Rotated { grant_id, scope, .. } =
+            store.spend_refresh_token("r1", "r2", 1000, 11).await.unwrap()
         else {
             panic!("first use must rotate")
         };
-        assert_eq!(scope, "openid");
-        let (_, successor_scope, _) =
+        assert_eq!((grant_id.as_str(), scope.as_str()), (grant.id.as_str(), "openid"));
+        let (successor_grant, successor_scope, _) =
             store.refresh_token("r2").await.unwrap().expect("the successor is stored with it");
-        assert_eq!(successor_scope, "openid");
+        assert_eq!((successor_grant.id.as_str(), successor_scope.as_str()), (grant.id.as_str(), "openid"));
         assert!(matches!(store.spend_refresh_token("r1", "r3", 1000, 12).await.unwrap(), RefreshRotation::Reused));
         assert!(store.refresh_token("r3").await.unwrap().is_none(), "a reused token gets no successor");
         let (family, _, _) = store.refresh_token("r2").await.unwrap().unwrap();
