@@ -125,7 +125,11 @@ impl Mcp {
         if let Some(token) = token {
             config = config.auth_header(token.to_owned());
         }
-        let service = ().serve(StreamableHttpClientTransport::from_config(config)).await?;
+        // Each client keeps its own connection alive, as an MCP client does (rmcp's default HTTP
+        // client opens one per request). Every server measured here sets TCP_NODELAY, so no reply
+        // waits on a delayed ACK.
+        let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+        let service = ().serve(StreamableHttpClientTransport::with_client(http, config)).await?;
         // Every request must reach the server, never rmcp's response cache.
         service.set_response_cache_config(ClientCacheConfig::disabled()).await;
         Ok(Self { service, request })
