@@ -60,6 +60,13 @@ def hub():
     remote.wait(timeout=10)
 
 
+def client_token(server, name):
+    """A client-credentials access token of a new client called `name`."""
+    creds = server.create_client(name=name)
+    return requests.post(server.url("/oauth/token"), data={"grant_type": "client_credentials"},
+                         auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -202,9 +209,7 @@ def test_sessions_continue_on_another_process_and_belong_to_their_subject(hub):
         assert listed.status_code == 200, listed.text
         assert any(t["name"] == "local_add_note" for t in message_of(listed)["result"]["tools"])
 
-        creds = hub.create_client(name="someone-else")
-        other = requests.post(hub.url("/oauth/token"), data={"grant_type": "client_credentials"},
-                              auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+        other = client_token(hub, "someone-else")
         for url in (hub.url("/hub/mcp"), second.url("/hub/mcp")):
             hijack = session.post({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, url=url, token=other)
             assert hijack.status_code == 404, "a session answers only to its own subject"
@@ -281,9 +286,7 @@ def test_idle_local_servers_are_stopped_and_restarted_on_use():
     try:
         fixture = os.path.join(FIXTURES, "notes_server.py")
         server.cli("admin", "server", "add", "--name", "idle", "--command", sys.executable, "--arg", fixture)
-        creds = server.create_client(name="idle-test")
-        token = requests.post(server.url("/oauth/token"), data={"grant_type": "client_credentials"},
-                              auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+        token = client_token(server, "idle-test")
         children = lambda: subprocess.run(["pgrep", "-f", f"{fixture}$"], capture_output=True, text=True).stdout.split()
         before = set(children())
         session = RawSession(server, token)
@@ -311,9 +314,7 @@ def test_idle_sessions_leave_memory_and_come_back_unless_listening():
     try:
         fixture = os.path.join(FIXTURES, "notes_server.py")
         server.cli("admin", "server", "add", "--name", "local", "--command", sys.executable, "--arg", fixture)
-        creds = server.create_client(name="dormant-test")
-        token = requests.post(server.url("/oauth/token"), data={"grant_type": "client_credentials"},
-                              auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+        token = client_token(server, "dormant-test")
         add_note = lambda session: message_of(session.post({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
             "name": "local_add_note", "arguments": {"text": "x"}}}))["result"]["content"][0]["text"]
         left_memory = lambda session: f"session={session.id}" in server.server_log().replace('"', "")
@@ -357,9 +358,7 @@ def test_garbage_silence_and_broken_upstreams_fail_only_their_calls():
         server.cli("admin", "server", "add", "--name", "odd", "--command", sys.executable, "--arg", fixture,
                    "--timeout-ms", "1500")
         server.cli("admin", "server", "add", "--name", "junk", "--url", f"http://127.0.0.1:{junk_port}/mcp")
-        creds = server.create_client(name="odd-test")
-        token = requests.post(server.url("/oauth/token"), data={"grant_type": "client_credentials"},
-                              auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+        token = client_token(server, "odd-test")
         session = RawSession(server, token)
         call = lambda name, args={}: message_of(session.post(
             {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}}))
@@ -390,9 +389,7 @@ def test_legacy_sse_upstream():
     try:
         wait_for_port(port)
         server.cli("admin", "server", "add", "--name", "legacy", "--sse-url", f"http://127.0.0.1:{port}/sse")
-        creds = server.create_client(name="sse-test")
-        token = requests.post(server.url("/oauth/token"), data={"grant_type": "client_credentials"},
-                              auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+        token = client_token(server, "sse-test")
 
         async def use(client):
             tools = {t.name for t in (await client.list_tools()).tools}
@@ -417,9 +414,7 @@ def test_running_local_servers_are_capped():
     try:
         fixture = os.path.join(FIXTURES, "notes_server.py")
         server.cli("admin", "server", "add", "--name", "capped", "--command", sys.executable, "--arg", fixture)
-        creds = server.create_client(name="cap-test")
-        token = requests.post(server.url("/oauth/token"), data={"grant_type": "client_credentials"},
-                              auth=(creds["CIVIC_CLIENT_ID"], creds["CIVIC_CLIENT_SECRET"]), timeout=10).json()["access_token"]
+        token = client_token(server, "cap-test")
         children = lambda: subprocess.run(["pgrep", "-f", f"{fixture}$"], capture_output=True, text=True).stdout.split()
         before = set(children())
         call = lambda session, name, arguments: message_of(session.post(
