@@ -117,6 +117,10 @@ impl SessionOwners {
 pub struct DormantSessions {
     live: LocalSessionManager,
     activity: Arc<Mutex<HashMap<SessionId, Activity>>>,
+    /// Sessions the sweep closed whose worker has not yet reported its end. That report comes as a
+    /// `close_session` of the same id, and must not close the session again if a request restored
+    /// it meanwhile.
+    closing: Mutex<std::collections::HashSet<SessionId>>,
     /// Held shared by every lookup and exclusively while idle sessions are closed, so a request
     /// never finds a session that is being closed: it waits, then restores it.
     reaping: tokio::sync::RwLock<()>,
@@ -152,7 +156,7 @@ impl DormantSessions {
         let mut live = LocalSessionManager::default();
         // The idle sweep below replaces rmcp's keep-alive, which also ends sessions that listen.
         live.session_config.keep_alive = None;
-        Self { live, activity: Arc::default(), reaping: tokio::sync::RwLock::new(()), idle }
+        Self { live, activity: Arc::default(), closing: Mutex::default(), reaping: tokio::sync::RwLock::new(()), idle }
     }
 
     fn touch(&self, id: &SessionId) {
@@ -195,7 +199,7 @@ impl DormantSessions {
                 // The sessions closed last time have finished by now.
                 release_free_memory();
             }
-            let _closing = self.reaping.write().await;
+            let _sweeping = self.reaping.write().await;
             let idle: Vec<SessionId> = {
                 let mut activity = lock(&self.activity);
                 let idle: Vec<SessionId> = activity
@@ -208,6 +212,7 @@ impl DormantSessions {
                 }
                 idle
             };
+            lock(&self.closing).extend(idle.iter().cloned());
             for id in &idle {
                 match self.live.close_session(id).await {
                     Ok(()) => tracing::debug!(session = %id, "idle MCP session left memory"),
@@ -255,6 +260,10 @@ impl SessionManager for DormantSessions {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        if lock(&self.closing).remove(id) {
+            // The end of a worker the sweep closed; the session may be live again by now.
+            return Ok(());
+        }
         lock(&self.activity).remove(id);
         self.live.close_session(id).await
     }
