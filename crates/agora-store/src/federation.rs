@@ -4,6 +4,7 @@ use agora_core::federation::{IdentityDecision, IdentityProvider, KeySource, deci
 use agora_core::user::User;
 use sqlx::Row as _;
 
+use crate::users::{user_columns, user_from_row};
 use crate::{Result, Row, Store, StoreError, conflict_as, json_list, parse_json_list};
 
 /// Claims copied from an external identity onto its agora user (and kept fresh on every exchange).
@@ -190,12 +191,8 @@ impl Store {
         link_by_email: bool,
         now: UnixTime,
     ) -> Result<User> {
-        let linked: Option<String> =
-            sqlx::query_scalar("SELECT user_id FROM federated_identities WHERE issuer = $1 AND subject = $2")
-                .bind(issuer)
-                .bind(subject)
-                .fetch_optional(self.pool())
-                .await?;
+        // The linked user comes with the link: an identity seen before costs one statement.
+        let linked = self.linked_user(issuer, subject).await?;
         // Only a verified address is ever stored on a user or linked by: otherwise anyone could claim
         // someone else's address at their provider and later receive that person's sign-in.
         let verified_email = verified_email_of(profile);
@@ -212,7 +209,8 @@ impl Store {
         // Linking needs both sides verified; an address held unverified is still taken.
         let same_email = holder.as_ref().filter(|(_, verified)| *verified).map(|(id, _)| id.as_str());
         let taken = holder.is_some();
-        let user_id = match decide_identity(linked.as_deref(), same_email, verified_email.is_some(), link_by_email) {
+        let linked_id = linked.as_ref().map(|user| user.id.as_str());
+        let user_id = match decide_identity(linked_id, same_email, verified_email.is_some(), link_by_email) {
             IdentityDecision::Linked(user_id) => user_id,
             IdentityDecision::LinkExisting(user_id) => {
                 self.link_identity(issuer, subject, &user_id, now).await?;
@@ -249,10 +247,13 @@ impl Store {
                 user_id
             }
         };
-        let user = self
-            .user_by_id(&user_id)
-            .await?
-            .ok_or(StoreError::Corrupt { table: "users", detail: "mapped user vanished".into() })?;
+        let user = match linked {
+            Some(user) => user,
+            None => self
+                .user_by_id(&user_id)
+                .await?
+                .ok_or(StoreError::Corrupt { table: "users", detail: "mapped user vanished".into() })?,
+        };
         // Most exchanges change nothing: only a changed claim costs a write.
         if !profile_changes(&user, profile) {
             return Ok(user);
@@ -261,6 +262,20 @@ impl Store {
         self.user_by_id(&user_id)
             .await?
             .ok_or(StoreError::Corrupt { table: "users", detail: "mapped user vanished".into() })
+    }
+
+    /// The user linked to (issuer, subject), if any.
+    async fn linked_user(&self, issuer: &str, subject: &str) -> Result<Option<User>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = (SELECT user_id FROM federated_identities WHERE issuer = $1 AND subject = $2)"
+        ))
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
     }
 
     async fn link_identity(&self, issuer: &str, subject: &str, user_id: &str, now: UnixTime) -> Result<()> {

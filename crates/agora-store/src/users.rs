@@ -17,8 +17,9 @@ macro_rules! user_columns {
         "id, email, email_verified, name, given_name, family_name, picture, username, disabled, created_at, updated_at"
     };
 }
+pub(crate) use user_columns;
 
-fn user_from_row(row: &Row) -> Result<User> {
+pub(crate) fn user_from_row(row: &Row) -> Result<User> {
     Ok(User {
         id: row.try_get("id")?,
         email: row.try_get("email")?,
