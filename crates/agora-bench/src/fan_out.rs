@@ -1,8 +1,9 @@
 //! fan-out: `tools/list` through the hub over many upstreams (20 × 50 tools), against `tools/list`
 //! of one of those upstreams (50 tools) straight, and of one upstream serving all 1,000 tools
 //! straight (what receiving a list that long costs a client and a server, with no hub between).
-//! Reports lists per second, p50 and p99, the hub's CPU per list, and its p50 in milliseconds (the
-//! issue's target: ≤ 2 ms).
+//! Each is read by rmcp's typed client and by a plain one (reqwest + serde_json). Reports lists per
+//! second, p50 and p99, the hub's CPU per list, and its p50 in milliseconds (the target:
+//! ≤ 2 ms).
 
 use std::time::{Duration, Instant};
 
@@ -11,15 +12,16 @@ use serde_json::{Value, json};
 
 use crate::agora::Agora;
 use crate::load::{Mcp, McpRequest, Stats, run};
+use crate::plain::Lister;
 use crate::process::cpu_seconds;
 use crate::{Error, upstream};
 
 const UPSTREAMS: usize = 20;
 const TOOLS_PER_UPSTREAM: usize = 50;
 
+/// One client kind's lists, each a load step of its own.
 #[derive(Serialize)]
-struct Step {
-    clients: usize,
+struct Lists {
     direct: Stats,
     /// One upstream with as many tools as the hub lists.
     direct_all: Stats,
@@ -27,6 +29,38 @@ struct Step {
     throughput_ratio: f64,
     hub_p50_ms: f64,
     hub_cpu_ms_per_1000_lists: f64,
+}
+
+#[derive(Serialize)]
+struct Step {
+    clients: usize,
+    /// rmcp's client, which decodes every answer into its typed model.
+    rmcp: Lists,
+    /// reqwest and serde_json: what a list costs the servers, with less spent reading it.
+    plain: Lists,
+}
+
+#[derive(Clone, Copy)]
+enum ClientKind {
+    Rmcp,
+    Plain,
+}
+
+/// `n` clients of `kind` listing `expected` tools at `url` for `duration`, each in its own session.
+async fn load(
+    kind: ClientKind,
+    url: &str,
+    token: Option<&str>,
+    n: usize,
+    expected: usize,
+    duration: Duration,
+) -> Result<Stats, Error> {
+    match kind {
+        ClientKind::Rmcp => {
+            run(Mcp::connect_all(url, token, n, McpRequest::ListTools(expected)).await?, duration).await
+        }
+        ClientKind::Plain => run(Lister::connect_all(url, token, n, expected).await?, duration).await,
+    }
 }
 
 pub async fn fan_out(clients: &[usize], duration: Duration) -> Result<Value, Error> {
@@ -42,6 +76,7 @@ pub async fn fan_out(clients: &[usize], duration: Duration) -> Result<Value, Err
     }
     let token = hub.hub_token().await?;
     let (hub_url, direct_url) = (format!("{}/hub/mcp", hub.url), format!("{}/0", upstream.line));
+    let all_url = format!("{}/0", one_long.line);
     wait_for_tools(&hub_url, &token, expected).await?;
 
     println!(
@@ -50,8 +85,9 @@ pub async fn fan_out(clients: &[usize], duration: Duration) -> Result<Value, Err
         duration.as_secs()
     );
     println!(
-        "{:>7} {:>9} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>13}",
+        "{:>7} {:>6} {:>9} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>13}",
         "clients",
+        "client",
         "direct/s",
         "d1000/s",
         "hub/s",
@@ -66,47 +102,47 @@ pub async fn fan_out(clients: &[usize], duration: Duration) -> Result<Value, Err
     );
     let mut steps = Vec::new();
     for &n in clients {
-        let direct =
-            run(Mcp::connect_all(&direct_url, None, n, McpRequest::ListTools(TOOLS_PER_UPSTREAM)).await?, duration)
-                .await?;
-        let all_url = format!("{}/0", one_long.line);
-        let direct_all =
-            run(Mcp::connect_all(&all_url, None, n, McpRequest::ListTools(expected)).await?, duration).await?;
-        let hub_clients = Mcp::connect_all(&hub_url, Some(&token), n, McpRequest::ListTools(expected)).await?;
-        let cpu = cpu_seconds(hub.pid());
-        let through = run(hub_clients, duration).await?;
-        let cpu = cpu_seconds(hub.pid()) - cpu;
-        let step = Step {
-            clients: n,
-            throughput_ratio: through.ratio_to(direct.throughput),
-            hub_p50_ms: through.p50_us / 1000.0,
-            hub_cpu_ms_per_1000_lists: if through.calls == 0 { 0.0 } else { cpu * 1e6 / through.calls as f64 },
-            direct,
-            direct_all,
-            hub: through,
-        };
-        println!(
-            "{:>7} {:>9.0} {:>9.0} {:>9.0} {:>6.3} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>11.2} {:>13.0}",
-            n,
-            step.direct.throughput,
-            step.direct_all.throughput,
-            step.hub.throughput,
-            step.throughput_ratio,
-            step.direct.p50_us,
-            step.direct_all.p50_us,
-            step.hub.p50_us,
-            step.direct.p99_us,
-            step.hub.p99_us,
-            step.hub_p50_ms,
-            step.hub_cpu_ms_per_1000_lists
-        );
-        step.direct.print_errors("direct");
-        step.direct_all.print_errors("direct, all tools");
-        step.hub.print_errors("hub");
-        steps.push(step);
+        let mut measured = Vec::new();
+        for (kind, name) in [(ClientKind::Rmcp, "rmcp"), (ClientKind::Plain, "plain")] {
+            let direct = load(kind, &direct_url, None, n, TOOLS_PER_UPSTREAM, duration).await?;
+            let direct_all = load(kind, &all_url, None, n, expected, duration).await?;
+            let cpu = cpu_seconds(hub.pid());
+            let through = load(kind, &hub_url, Some(&token), n, expected, duration).await?;
+            let cpu = cpu_seconds(hub.pid()) - cpu;
+            let lists = Lists {
+                throughput_ratio: through.ratio_to(direct.throughput),
+                hub_p50_ms: through.p50_us / 1000.0,
+                hub_cpu_ms_per_1000_lists: if through.calls == 0 { 0.0 } else { cpu * 1e6 / through.calls as f64 },
+                direct,
+                direct_all,
+                hub: through,
+            };
+            println!(
+                "{:>7} {:>6} {:>9.0} {:>9.0} {:>9.0} {:>6.3} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>11.2} {:>13.0}",
+                n,
+                name,
+                lists.direct.throughput,
+                lists.direct_all.throughput,
+                lists.hub.throughput,
+                lists.throughput_ratio,
+                lists.direct.p50_us,
+                lists.direct_all.p50_us,
+                lists.hub.p50_us,
+                lists.direct.p99_us,
+                lists.hub.p99_us,
+                lists.hub_p50_ms,
+                lists.hub_cpu_ms_per_1000_lists
+            );
+            lists.direct.print_errors("direct");
+            lists.direct_all.print_errors("direct, all tools");
+            lists.hub.print_errors("hub");
+            measured.push(lists);
+        }
+        let (plain, rmcp) = (measured.pop().expect("two kinds"), measured.pop().expect("two kinds"));
+        steps.push(Step { clients: n, rmcp, plain });
     }
     println!("        (latencies in µs; ratio: hub/direct; d1000: one upstream with all {expected} tools, straight;");
-    println!("         target: hub p50 ≤ 2 ms)");
+    println!("         rmcp: rmcp's typed client; plain: reqwest + serde_json::Value; target: hub p50 ≤ 2 ms)");
     Ok(json!({
         "scenario": "fan-out",
         "seconds": duration.as_secs(),

@@ -13,6 +13,7 @@ mod fan_out;
 mod floor;
 mod hub_overhead;
 mod load;
+mod plain;
 mod process;
 mod sessions;
 mod tokens;

@@ -9,66 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
-use reqwest::header::ACCEPT;
 use serde_json::{Value, json};
 
 use crate::agora::Agora;
+use crate::plain::{REVISION, message, open_session, post};
 use crate::process::rss_bytes;
 use crate::{Error, floor, upstream};
 
-const REVISION: &str = "2025-11-25";
-const SESSION_HEADER: &str = "mcp-session-id";
 const SAMPLE: usize = 100;
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// A Streamable HTTP POST of one JSON-RPC message, within `session` when given.
-fn post(
-    http: &reqwest::Client,
-    url: &str,
-    token: &str,
-    session: Option<&str>,
-    message: &Value,
-) -> reqwest::RequestBuilder {
-    let request = http.post(url).bearer_auth(token).header(ACCEPT, "application/json, text/event-stream").json(message);
-    match session {
-        // The revision header goes on every request after initialize.
-        Some(id) => request.header(SESSION_HEADER, id).header("mcp-protocol-version", REVISION),
-        None => request,
-    }
-}
-
-/// The JSON-RPC message of an answer, sent as JSON or (as the hub does within sessions) as an SSE
-/// event.
-fn message(body: &[u8]) -> Value {
-    let body = String::from_utf8_lossy(body);
-    std::iter::once(body.as_ref())
-        .chain(body.lines().filter_map(|line| line.strip_prefix("data:")))
-        .find_map(|data| serde_json::from_str::<Value>(data).ok().filter(Value::is_object))
-        .unwrap_or_default()
-}
-
-/// `initialize` then `notifications/initialized`; returns the session id.
-async fn open_session(http: &reqwest::Client, url: &str, token: &str) -> Result<String, Error> {
-    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": REVISION,
-        "capabilities": {},
-        "clientInfo": {"name": "agora-bench", "version": env!("CARGO_PKG_VERSION")},
-    }});
-    let response = post(http, url, token, None, &initialize).send().await?;
-    let status = response.status();
-    let id = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = response.bytes().await?;
-    let (Some(id), Some(REVISION)) = (id, message(&body)["result"]["protocolVersion"].as_str()) else {
-        return Err(format!("initialize answered {status}: {}", String::from_utf8_lossy(&body)).into());
-    };
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let status = post(http, url, token, Some(&id), &initialized).send().await?.status();
-    if status != StatusCode::ACCEPTED {
-        return Err(format!("notifications/initialized answered {status}").into());
-    }
-    Ok(id)
-}
 
 /// Opens `count` sessions over `concurrency` connections, which are closed again afterwards.
 async fn open_sessions(url: &str, token: &str, count: usize, concurrency: usize) -> Result<Vec<String>, Error> {
@@ -80,7 +29,7 @@ async fn open_sessions(url: &str, token: &str, count: usize, concurrency: usize)
                 let http = reqwest::Client::builder().build()?;
                 let mut ids = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < count {
-                    ids.push(open_session(&http, &url, &token).await?);
+                    ids.push(open_session(&http, &url, Some(&token)).await?);
                 }
                 Ok::<_, Error>(ids)
             })
@@ -99,7 +48,7 @@ async fn answering(url: &str, token: &str, ids: &[String]) -> Result<usize, Erro
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     let mut answered = 0;
     for id in ids {
-        let response = post(&http, url, token, Some(id), &list).send().await?;
+        let response = post(&http, url, Some(token), Some(id), &list).send().await?;
         if response.status().is_success() && message(&response.bytes().await?)["result"]["tools"].is_array() {
             answered += 1;
         }
