@@ -46,6 +46,15 @@ enum ClientKind {
     Plain,
 }
 
+impl ClientKind {
+    fn name(self) -> &'static str {
+        match self {
+            ClientKind::Rmcp => "rmcp",
+            ClientKind::Plain => "plain",
+        }
+    }
+}
+
 /// `n` clients of `kind` listing `expected` tools at `url` for `duration`, each in its own session.
 async fn load(
     kind: ClientKind,
@@ -60,6 +69,56 @@ async fn load(
             run(Mcp::connect_all(url, token, n, McpRequest::ListTools(expected)).await?, duration).await
         }
         ClientKind::Plain => run(Lister::connect_all(url, token, n, expected).await?, duration).await,
+    }
+}
+
+/// The three endpoints a step lists from, and the hub's process.
+struct Endpoints<'a> {
+    direct: String,
+    all: String,
+    hub: String,
+    token: &'a str,
+    hub_pid: u32,
+    duration: Duration,
+}
+
+impl Endpoints<'_> {
+    /// One client kind's three runs at `n` clients, printed as one row.
+    async fn lists(&self, kind: ClientKind, n: usize) -> Result<Lists, Error> {
+        let expected = UPSTREAMS * TOOLS_PER_UPSTREAM;
+        let direct = load(kind, &self.direct, None, n, TOOLS_PER_UPSTREAM, self.duration).await?;
+        let direct_all = load(kind, &self.all, None, n, expected, self.duration).await?;
+        let cpu = cpu_seconds(self.hub_pid);
+        let through = load(kind, &self.hub, Some(self.token), n, expected, self.duration).await?;
+        let cpu = cpu_seconds(self.hub_pid) - cpu;
+        let lists = Lists {
+            throughput_ratio: through.ratio_to(direct.throughput),
+            hub_p50_ms: through.p50_us / 1000.0,
+            hub_cpu_ms_per_1000_lists: if through.calls == 0 { 0.0 } else { cpu * 1e6 / through.calls as f64 },
+            direct,
+            direct_all,
+            hub: through,
+        };
+        println!(
+            "{:>7} {:>6} {:>9.0} {:>9.0} {:>9.0} {:>6.3} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>11.2} {:>13.0}",
+            n,
+            kind.name(),
+            lists.direct.throughput,
+            lists.direct_all.throughput,
+            lists.hub.throughput,
+            lists.throughput_ratio,
+            lists.direct.p50_us,
+            lists.direct_all.p50_us,
+            lists.hub.p50_us,
+            lists.direct.p99_us,
+            lists.hub.p99_us,
+            lists.hub_p50_ms,
+            lists.hub_cpu_ms_per_1000_lists
+        );
+        lists.direct.print_errors("direct");
+        lists.direct_all.print_errors("direct, all tools");
+        lists.hub.print_errors("hub");
+        Ok(lists)
     }
 }
 
@@ -100,45 +159,12 @@ pub async fn fan_out(clients: &[usize], duration: Duration) -> Result<Value, Err
         "hub p50 ms",
         "hub cpu ms/k"
     );
+    let endpoints =
+        Endpoints { direct: direct_url, all: all_url, hub: hub_url, token: &token, hub_pid: hub.pid(), duration };
     let mut steps = Vec::new();
     for &n in clients {
-        let mut measured = Vec::new();
-        for (kind, name) in [(ClientKind::Rmcp, "rmcp"), (ClientKind::Plain, "plain")] {
-            let direct = load(kind, &direct_url, None, n, TOOLS_PER_UPSTREAM, duration).await?;
-            let direct_all = load(kind, &all_url, None, n, expected, duration).await?;
-            let cpu = cpu_seconds(hub.pid());
-            let through = load(kind, &hub_url, Some(&token), n, expected, duration).await?;
-            let cpu = cpu_seconds(hub.pid()) - cpu;
-            let lists = Lists {
-                throughput_ratio: through.ratio_to(direct.throughput),
-                hub_p50_ms: through.p50_us / 1000.0,
-                hub_cpu_ms_per_1000_lists: if through.calls == 0 { 0.0 } else { cpu * 1e6 / through.calls as f64 },
-                direct,
-                direct_all,
-                hub: through,
-            };
-            println!(
-                "{:>7} {:>6} {:>9.0} {:>9.0} {:>9.0} {:>6.3} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>11.2} {:>13.0}",
-                n,
-                name,
-                lists.direct.throughput,
-                lists.direct_all.throughput,
-                lists.hub.throughput,
-                lists.throughput_ratio,
-                lists.direct.p50_us,
-                lists.direct_all.p50_us,
-                lists.hub.p50_us,
-                lists.direct.p99_us,
-                lists.hub.p99_us,
-                lists.hub_p50_ms,
-                lists.hub_cpu_ms_per_1000_lists
-            );
-            lists.direct.print_errors("direct");
-            lists.direct_all.print_errors("direct, all tools");
-            lists.hub.print_errors("hub");
-            measured.push(lists);
-        }
-        let (plain, rmcp) = (measured.pop().expect("two kinds"), measured.pop().expect("two kinds"));
+        let rmcp = endpoints.lists(ClientKind::Rmcp, n).await?;
+        let plain = endpoints.lists(ClientKind::Plain, n).await?;
         steps.push(Step { clients: n, rmcp, plain });
     }
     println!("        (latencies in µs; ratio: hub/direct; d1000: one upstream with all {expected} tools, straight;");
