@@ -123,8 +123,8 @@ impl Endpoints<'_> {
 }
 
 pub async fn fan_out(clients: &[usize], duration: Duration) -> Result<Value, Error> {
-    let (endpoints, tools) = (UPSTREAMS.to_string(), TOOLS_PER_UPSTREAM.to_string());
-    let upstream = upstream::start(&["--endpoints", &endpoints, "--tools", &tools]).await?;
+    let (upstream_count, tools) = (UPSTREAMS.to_string(), TOOLS_PER_UPSTREAM.to_string());
+    let upstream = upstream::start(&["--endpoints", &upstream_count, "--tools", &tools]).await?;
     let expected = UPSTREAMS * TOOLS_PER_UPSTREAM;
     let one_long = upstream::start(&["--endpoints", "1", "--tools", &expected.to_string()]).await?;
     let hub = Agora::start(&[("AGORA_DEMO_UPSTREAM", "false"), ("AGORA_LOG", "warn")]).await?;
