@@ -7,6 +7,7 @@
 //!     agora-bench all --quick                               every scenario (CI smoke test)
 //!     agora-bench upstream --listen 127.0.0.1:0             the fast upstream the scenarios use
 //!     agora-bench floor --upstream URL                       the least gateway built from agora's crates
+//!     agora-bench proxy --upstream URL                       the least MCP-aware gateway (HTTP forwarding)
 
 mod agora;
 mod fan_out;
@@ -15,6 +16,7 @@ mod hub_overhead;
 mod load;
 mod plain;
 mod process;
+mod proxy;
 mod sessions;
 mod tokens;
 mod upstream;
@@ -81,7 +83,14 @@ enum Command {
         #[arg(long)]
         upstream: String,
     },
-    /// tools/call loops: straight at the upstream, through the floor gateway, through the hub.
+    /// Serve the proxy (HTTP forwarding after reading each JSON-RPC message) in front of UPSTREAM.
+    Proxy {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        #[arg(long)]
+        upstream: String,
+    },
+    /// tools/call loops: straight at the upstream, through the proxy, the floor gateway and the hub.
     HubOverhead {
         #[command(flatten)]
         run: Run,
@@ -145,6 +154,7 @@ async fn run(command: Command) -> Result<(), Error> {
     let (run, results) = match command {
         Command::Upstream { listen, endpoints, tools } => return upstream::serve(&listen, endpoints, tools).await,
         Command::Floor { listen, upstream } => return floor::serve(&listen, &upstream).await,
+        Command::Proxy { listen, upstream } => return proxy::serve(&listen, &upstream).await,
         Command::HubOverhead { run, clients, target, token } => {
             let clients = or(&clients, HUB_OVERHEAD_CLIENTS);
             let results = match target {
