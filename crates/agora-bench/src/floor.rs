@@ -84,11 +84,5 @@ pub async fn serve(listen: &str, upstream_url: &str) -> Result<(), Error> {
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("{READY}http://{}/mcp", listener.local_addr()?);
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, axum::Router::new().nest_service("/mcp", service)).await?;
-    Ok(())
+    crate::process::serve(listen, READY, axum::Router::new().nest_service("/mcp", service)).await
 }

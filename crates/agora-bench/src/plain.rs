@@ -70,6 +70,7 @@ pub struct Lister {
     token: Option<String>,
     session: String,
     expected: usize,
+    list: Value,
 }
 
 impl Lister {
@@ -84,7 +85,8 @@ impl Lister {
             let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
             let session = open_session(&http, url, token).await?;
             let (url, token) = (url.to_owned(), token.map(str::to_owned));
-            connected.push(Self { http, url, token, session, expected });
+            let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+            connected.push(Self { http, url, token, session, expected, list });
         }
         Ok(connected)
     }
@@ -92,8 +94,8 @@ impl Lister {
 
 impl Client for Lister {
     async fn call(&mut self) -> Result<(), Error> {
-        let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
-        let response = post(&self.http, &self.url, self.token.as_deref(), Some(&self.session), &list).send().await?;
+        let response =
+            post(&self.http, &self.url, self.token.as_deref(), Some(&self.session), &self.list).send().await?;
         let status = response.status();
         let answer = message(&response.bytes().await?);
         match answer["result"]["tools"].as_array().map(Vec::len) {

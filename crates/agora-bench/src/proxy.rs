@@ -62,12 +62,6 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
 pub async fn serve(listen: &str, upstream_url: &str) -> Result<(), Error> {
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let proxy = Arc::new(Proxy { upstream_url: upstream_url.to_owned(), http });
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("{READY}http://{}/mcp", listener.local_addr()?);
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let router = axum::Router::new().route("/mcp", axum::routing::any(forward)).with_state(proxy);
-    axum::serve(listener, router).await?;
-    Ok(())
+    crate::process::serve(listen, READY, router).await
 }

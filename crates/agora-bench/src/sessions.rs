@@ -20,16 +20,16 @@ const SAMPLE: usize = 100;
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// Opens `count` sessions over `concurrency` connections, which are closed again afterwards.
-async fn open_sessions(url: &str, token: &str, count: usize, concurrency: usize) -> Result<Vec<String>, Error> {
+async fn open_sessions(url: &str, token: Option<&str>, count: usize, concurrency: usize) -> Result<Vec<String>, Error> {
     let next = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (url, token, next) = (url.to_owned(), token.to_owned(), next.clone());
+            let (url, token, next) = (url.to_owned(), token.map(str::to_owned), next.clone());
             tokio::spawn(async move {
                 let http = reqwest::Client::builder().build()?;
                 let mut ids = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < count {
-                    ids.push(open_session(&http, &url, Some(&token)).await?);
+                    ids.push(open_session(&http, &url, token.as_deref()).await?);
                 }
                 Ok::<_, Error>(ids)
             })
@@ -67,10 +67,10 @@ pub async fn sessions(count: usize, concurrency: usize, settle: Duration) -> Res
     let (url, token) = (format!("{}/hub/mcp", agora.url), agora.hub_token().await?);
     // One session first, so the one-time costs of a first token and a first hub request are not
     // counted per session.
-    open_sessions(&url, &token, 1, 1).await?;
+    open_sessions(&url, Some(&token), 1, 1).await?;
     let warm = rss_bytes(agora.pid())?;
     let started = Instant::now();
-    let mut ids = open_sessions(&url, &token, count, concurrency).await?;
+    let mut ids = open_sessions(&url, Some(&token), count, concurrency).await?;
     let opened_per_s = count as f64 / started.elapsed().as_secs_f64();
     tokio::time::sleep(settle).await;
     let live = rss_bytes(agora.pid())?;
@@ -87,13 +87,13 @@ pub async fn sessions(count: usize, concurrency: usize, settle: Duration) -> Res
     let answered = answering(&url, &token, &ids).await?;
     drop(agora);
 
-    // The same sessions at the floor gateway (it ignores the token, and connects upstream only on
+    // The same sessions at the floor gateway (it takes no token, and connects upstream only on
     // a first tool request, which these sessions never make).
     let upstream = upstream::start(&[]).await?;
     let floor = floor::start(&upstream.line).await?;
-    open_sessions(&floor.line, "-", 1, 1).await?;
+    open_sessions(&floor.line, None, 1, 1).await?;
     let floor_warm = rss_bytes(floor.pid())?;
-    open_sessions(&floor.line, "-", count, concurrency).await?;
+    open_sessions(&floor.line, None, count, concurrency).await?;
     tokio::time::sleep(settle).await;
     let floor_added = rss_bytes(floor.pid())?.saturating_sub(floor_warm);
     let floor_per_session = floor_added as f64 / count.max(1) as f64;

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject, ListToolsResult,
     PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -98,13 +97,5 @@ pub async fn serve(listen: &str, endpoints: Option<usize>, tools: usize) -> Resu
         None => axum::Router::new().nest_service("/mcp", service()),
         Some(n) => (0..n).fold(axum::Router::new(), |router, i| router.nest_service(&format!("/mcp/{i}"), service())),
     };
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("{READY}http://{}/mcp", listener.local_addr()?);
-    // On kept-alive connections an answer's last small write must not wait (Nagle) for the
-    // client's delayed ACK: that adds 40 ms per call.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router).await?;
-    Ok(())
+    crate::process::serve(listen, READY, router).await
 }
